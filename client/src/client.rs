@@ -1,0 +1,262 @@
+//! An async client for one kcache node: typed calls over the generated stub, with a
+//! per-call deadline and retries of UNAVAILABLE.
+
+use std::{future::Future, time::Duration};
+
+use bytes::Bytes;
+use tonic::{
+    Request, Response, Status,
+    transport::{Channel, Endpoint},
+};
+
+use crate::{
+    Error, SetOptions, SetOutcome, Ttl, Value, address,
+    proto::{self, cache_client::CacheClient},
+    types::set_request,
+};
+
+/// Default per-call deadline: generous for an in-memory cache on a LAN, short enough
+/// that a dead node fails a request quickly instead of stalling its caller.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Default number of retries after an UNAVAILABLE answer: enough to ride out a node
+/// restart or a reconnect, few enough not to pile load on a struggling node.
+pub const DEFAULT_RETRIES: u32 = 2;
+
+/// First backoff before a retry; doubled each time. Short because a refused connection
+/// is cheap to detect and restarts of an in-memory node take milliseconds.
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(25);
+
+/// Ceiling on one backoff, so a large retry count cannot turn into minute-long sleeps.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// A handle to one node. Cheap to clone; clones share one HTTP/2 connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: CacheClient<Channel>,
+    timeout: Duration,
+    retries: u32,
+}
+
+/// Configures a [`Client`]; start from [`Client::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until .connect() is awaited"]
+pub struct ClientBuilder {
+    addr: String,
+    timeout: Duration,
+    retries: u32,
+}
+
+impl ClientBuilder {
+    /// The deadline of each attempt, sent to the node as `grpc-timeout` and also
+    /// enforced locally, since tonic's timeout does not cover waiting for a connection.
+    /// With retries the worst case is about `(retries + 1) * timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How many times to retry a call that failed with UNAVAILABLE. Other errors are
+    /// never retried: the request may have been applied, and `incr` is not idempotent.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// Builds the client without dialing, so a client can exist before its node is up;
+    /// a connection failure surfaces as [`Error::Unavailable`] on the first call.
+    /// Async because the channel's background task must be spawned on a Tokio runtime.
+    ///
+    /// Only the address's form is checked here. A `dns:///` name is resolved when
+    /// connecting and one of its A records is used; round robin over all of them arrives
+    /// with the cluster work.
+    pub async fn connect(self) -> Result<Client, Error> {
+        let uri = address::endpoint_uri(&self.addr)?;
+        let endpoint = Endpoint::from_shared(uri).map_err(|e| Error::InvalidAddress {
+            addr: self.addr.clone(),
+            reason: e.to_string(),
+        })?;
+        let channel = endpoint.connect_timeout(self.timeout).connect_lazy();
+        Ok(Client {
+            inner: CacheClient::new(channel),
+            timeout: self.timeout,
+            retries: self.retries,
+        })
+    }
+}
+
+impl Client {
+    /// A client for the node at `addr` (`host:port`, `http://host:port` or
+    /// `dns:///host:port`) with the default deadline and retries.
+    pub async fn connect(addr: &str) -> Result<Client, Error> {
+        Client::builder(addr).connect().await
+    }
+
+    /// Starts configuring a client for `addr`; see [`Client::connect`] for the forms.
+    pub fn builder(addr: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            addr: addr.into(),
+            timeout: DEFAULT_TIMEOUT,
+            retries: DEFAULT_RETRIES,
+        }
+    }
+
+    /// The generated stub on the same connection, for what the typed methods do not
+    /// cover, chiefly the `Pipeline` stream. No deadline or retries are applied to it.
+    pub fn raw(&self) -> CacheClient<Channel> {
+        self.inner.clone()
+    }
+
+    /// Reads `key`; `None` on a miss, which is an answer rather than an error.
+    pub async fn get(&self, key: impl Into<Bytes>) -> Result<Option<Value>, Error> {
+        let req = proto::GetRequest { key: key.into() };
+        let reply = self
+            .call(req, |mut c, r| async move { c.get(r).await })
+            .await?;
+        Ok(Value::from_reply(reply))
+    }
+
+    /// Writes `key`; an unmet condition gives `stored: false` and the current version.
+    pub async fn set(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        options: SetOptions,
+    ) -> Result<SetOutcome, Error> {
+        let req = set_request(key.into(), value.into(), options);
+        let reply = self
+            .call(req, |mut c, r| async move { c.set(r).await })
+            .await?;
+        Ok(reply.into())
+    }
+
+    /// Removes `key`, only if its version is `if_version` when given. True if removed.
+    pub async fn delete(
+        &self,
+        key: impl Into<Bytes>,
+        if_version: Option<u64>,
+    ) -> Result<bool, Error> {
+        let req = proto::DeleteRequest {
+            key: key.into(),
+            if_version,
+        };
+        let reply = self.call(req, |mut c, r| async move { c.delete(r).await });
+        Ok(reply.await?.deleted)
+    }
+
+    /// Gives `key` a new TTL without rewriting its value. False when the key is absent.
+    pub async fn touch(&self, key: impl Into<Bytes>, ttl: Ttl) -> Result<bool, Error> {
+        let req = proto::TouchRequest {
+            key: key.into(),
+            ttl_ms: ttl.to_millis(),
+        };
+        let reply = self.call(req, |mut c, r| async move { c.touch(r).await });
+        Ok(reply.await?.found)
+    }
+
+    /// Adds `delta` to the decimal integer at `key`, starting from `initial` when the key
+    /// is absent (`ttl` applies only then). Returns the new value and version.
+    pub async fn incr(
+        &self,
+        key: impl Into<Bytes>,
+        delta: i64,
+        initial: i64,
+        ttl: Ttl,
+    ) -> Result<(i64, u64), Error> {
+        let req = proto::IncrementRequest {
+            key: key.into(),
+            delta,
+            initial,
+            ttl_ms: ttl.to_millis(),
+        };
+        let reply = self.call(req, |mut c, r| async move { c.increment(r).await });
+        let reply = reply.await?;
+        Ok((reply.value, reply.version))
+    }
+
+    /// Reads many keys in one round trip; the result is in `keys` order.
+    pub async fn mget<K: Into<Bytes>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<Vec<Option<Value>>, Error> {
+        let req = proto::MultiGetRequest {
+            keys: keys.into_iter().map(Into::into).collect(),
+        };
+        let expected = req.keys.len();
+        let reply = self.call(req, |mut c, r| async move { c.multi_get(r).await });
+        let values = reply.await?.values;
+        check_len("MultiGet", expected, values.len())?;
+        Ok(values.into_iter().map(Value::from_reply).collect())
+    }
+
+    /// Writes many keys in one round trip; the node validates the whole batch before
+    /// writing any of it. The result is in `items` order.
+    pub async fn mset<K: Into<Bytes>, V: Into<Bytes>>(
+        &self,
+        items: impl IntoIterator<Item = (K, V, SetOptions)>,
+    ) -> Result<Vec<SetOutcome>, Error> {
+        let items: Vec<_> = items
+            .into_iter()
+            .map(|(k, v, options)| set_request(k.into(), v.into(), options))
+            .collect();
+        let expected = items.len();
+        let req = proto::MultiSetRequest { items };
+        let reply = self.call(req, |mut c, r| async move { c.multi_set(r).await });
+        let results = reply.await?.results;
+        check_len("MultiSet", expected, results.len())?;
+        Ok(results.into_iter().map(Into::into).collect())
+    }
+
+    /// Counters of the node (or nodes, once it answers for a cluster).
+    pub async fn stats(&self) -> Result<proto::StatsResponse, Error> {
+        let req = proto::StatsRequest {};
+        self.call(req, |mut c, r| async move { c.stats(r).await })
+            .await
+    }
+
+    /// Members, replication factor and epoch, as the node sees them.
+    pub async fn topology(&self) -> Result<proto::TopologyResponse, Error> {
+        let req = proto::TopologyRequest {};
+        self.call(req, |mut c, r| async move { c.topology(r).await })
+            .await
+    }
+
+    /// Runs one unary RPC with the deadline, retrying UNAVAILABLE with backoff.
+    async fn call<M, T, F, Fut>(&self, message: M, rpc: F) -> Result<T, Error>
+    where
+        M: Clone,
+        F: Fn(CacheClient<Channel>, Request<M>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let mut backoff = INITIAL_BACKOFF;
+        let mut retries_left = self.retries;
+        loop {
+            let mut request = Request::new(message.clone());
+            request.set_timeout(self.timeout);
+            let attempt = tokio::time::timeout(self.timeout, rpc(self.inner.clone(), request));
+            let error = match attempt.await {
+                Ok(Ok(response)) => return Ok(response.into_inner()),
+                Ok(Err(status)) => Error::from_status(status, self.timeout),
+                Err(_elapsed) => Error::Timeout(self.timeout),
+            };
+            if retries_left == 0 || !error.is_retryable() {
+                return Err(error);
+            }
+            retries_left -= 1;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// A batch reply must match its request one to one, or results would be attributed
+/// to the wrong keys.
+fn check_len(rpc: &str, expected: usize, got: usize) -> Result<(), Error> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(Error::Protocol(format!(
+            "{rpc} sent {expected} items but got {got} replies"
+        )))
+    }
+}

@@ -1,0 +1,36 @@
+//! kcache client: the `kcache.v1` protocol types, an async [`Client`] for one node, and
+//! the logic of the `kcache` CLI (a library module so tests can drive it in-process).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), kcache_client::Error> {
+//! use kcache_client::{Client, SetOptions};
+//!
+//! let client = Client::connect("127.0.0.1:7000").await?;
+//! client.set("greeting", "hello", SetOptions::default()).await?;
+//! let value = client.get("greeting").await?;
+//! assert_eq!(value.map(|v| v.value), Some("hello".into()));
+//! # Ok(())
+//! # }
+//! ```
+
+mod address;
+pub mod cli;
+mod client;
+mod error;
+mod types;
+
+pub use client::{
+    Client, ClientBuilder, DEFAULT_RETRIES, DEFAULT_TIMEOUT, INITIAL_BACKOFF, MAX_BACKOFF,
+};
+pub use error::{Error, code_name};
+pub use types::{Condition, SetOptions, SetOutcome, Ttl, Value};
+
+pub mod proto {
+    //! Types and stubs generated from `proto/kcache/v1/cache.proto`.
+    #![allow(missing_docs, clippy::all, missing_debug_implementations)]
+    tonic::include_proto!("kcache.v1");
+
+    /// The encoded `FileDescriptorSet` of the kcache.v1 proto, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/kcache_descriptor.bin"));
+}

@@ -1,0 +1,9 @@
+//! kcache cache node: the store, the gRPC service, the admin HTTP endpoints and the
+//! wiring that runs them. The binary only parses flags and calls [`server::serve`].
+
+pub mod admin;
+pub mod config;
+pub mod metrics;
+pub mod server;
+pub mod service;
+pub mod store;

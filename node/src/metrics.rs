@@ -1,0 +1,193 @@
+//! Prometheus metrics of a node (prefix `kcache_`). Request metrics are recorded as
+//! requests finish; store figures are read from the store at scrape time, so they
+//! cost nothing on the data path.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::store::Store;
+
+/// Latency buckets in seconds: an in-memory op takes microseconds, a forwarded one or
+/// a big batch milliseconds; anything past a second is a problem to see, not resolve.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
+
+/// The node's registry and the request instruments the service records into.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl Metrics {
+    pub fn new(store: Arc<Store>) -> Self {
+        let registry = Registry::new_custom(Some("kcache".into()), None)
+            .expect("a constant prefix is a valid registry");
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "requests_total",
+                "Requests handled, by operation and gRPC code.",
+            ),
+            &["op", "code"],
+        )
+        .expect("valid metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "request_duration_seconds",
+                "Time to handle a request, by operation.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["op"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn Collector>,
+            Box::new(duration.clone()),
+            Box::new(StoreCollector::new(store)),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        Self {
+            registry,
+            requests,
+            duration,
+        }
+    }
+
+    /// Records one finished request.
+    pub fn observe(&self, op: &str, code: tonic::Code, started: Instant) {
+        self.requests
+            .with_label_values(&[op, code_label(code)])
+            .inc();
+        self.duration
+            .with_label_values(&[op])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding to a Vec cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+/// gRPC code names as the gRPC ecosystem's Prometheus middlewares label them.
+fn code_label(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "Canceled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// Reads the store's counters and gauges when Prometheus scrapes.
+#[derive(Debug)]
+struct StoreCollector {
+    store: Arc<Store>,
+    /// Scrapes may run concurrently; the counters are brought up to date one at a time.
+    refresh: Mutex<()>,
+    hits: IntCounter,
+    misses: IntCounter,
+    evictions: IntCounter,
+    expirations: IntCounter,
+    items: IntGauge,
+    bytes: IntGauge,
+    limit: IntGauge,
+}
+
+impl StoreCollector {
+    fn new(store: Arc<Store>) -> Self {
+        let counter = |name: &str, help: &str| {
+            IntCounter::with_opts(Opts::new(name, help)).expect("valid metric")
+        };
+        let gauge = |name: &str, help: &str| {
+            IntGauge::with_opts(Opts::new(name, help)).expect("valid metric")
+        };
+        Self {
+            store,
+            refresh: Mutex::new(()),
+            hits: counter("hits_total", "Reads that found their key."),
+            misses: counter("misses_total", "Reads that did not find their key."),
+            evictions: counter(
+                "evictions_total",
+                "Entries evicted to stay within the memory limit.",
+            ),
+            expirations: counter(
+                "expirations_total",
+                "Entries removed because their TTL passed.",
+            ),
+            items: gauge("items", "Entries in the store."),
+            bytes: gauge(
+                "memory_bytes",
+                "Bytes charged against the memory limit (keys, values, per-entry overhead).",
+            ),
+            limit: gauge("memory_limit_bytes", "The memory limit (--max-memory)."),
+        }
+    }
+
+    fn counters(&self) -> [&IntCounter; 4] {
+        [&self.hits, &self.misses, &self.evictions, &self.expirations]
+    }
+
+    fn gauges(&self) -> [&IntGauge; 3] {
+        [&self.items, &self.bytes, &self.limit]
+    }
+}
+
+impl Collector for StoreCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let counters = self.counters().into_iter().flat_map(|c| c.desc());
+        let gauges = self.gauges().into_iter().flat_map(|g| g.desc());
+        counters.chain(gauges).collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let _one_at_a_time = self.refresh.lock();
+        let stats = self.store.stats();
+        let totals = [stats.hits, stats.misses, stats.evictions, stats.expirations];
+        for (counter, total) in self.counters().into_iter().zip(totals) {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        for (gauge, value) in self
+            .gauges()
+            .into_iter()
+            .zip([stats.items, stats.bytes, stats.limit])
+        {
+            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
+        let counters = self.counters().into_iter().flat_map(|c| c.collect());
+        let gauges = self.gauges().into_iter().flat_map(|g| g.collect());
+        counters.chain(gauges).collect()
+    }
+}

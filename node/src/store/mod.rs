@@ -1,0 +1,452 @@
+//! The memory-bounded store: sharded, byte-accounted, with TTLs, versions for
+//! compare-and-set, and frequency-aware sampled eviction.
+//!
+//! Why this engine (figures in the README, `cargo bench -p kcache-node --bench engines`):
+//! an entry costs one 32-byte slot plus one heap block for key and value, where moka
+//! pays about 150 bytes; popularity lives in a TinyLFU-style count-min sketch (about two
+//! bytes per entry) instead of per-entry queue links, so eviction beats LRU on skewed
+//! traffic without the memory of LRU's lists; and every write is admitted, so a client
+//! reads its own write back (moka's TinyLFU admission may drop it).
+
+mod clock;
+mod shard;
+mod sketch;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+pub use clock::{Clock, Hlc, ManualClock, SystemClock};
+use shard::{Counters, Shard};
+
+/// Bytes charged per entry on top of its key and value: the 32-byte slot, the key
+/// length byte, about 8 bytes of hash index, 2 of frequency sketch and about 16 of
+/// allocator rounding on the key/value block. Measured against RSS in
+/// `tests/memory.rs`; charging it keeps the process near `--max-memory`.
+pub const ENTRY_OVERHEAD: u64 = 56;
+/// memcached's key limit; keys longer than this are rarely keys (the slot stores the
+/// length in one byte, so 255 is the hard ceiling).
+pub const MAX_KEY_SIZE: usize = 250;
+/// The longest TTL accepted: a year. Anything longer is almost always a unit mistake
+/// (seconds sent as milliseconds twice over) rather than an intent.
+pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Shards per store: enough that two cores rarely contend on one lock, few enough that
+/// the fixed cost per shard stays small.
+const SHARDS: usize = 64;
+
+/// What a write's time to live is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl {
+    /// The store's default TTL (`--default-ttl`; none means never).
+    Default,
+    /// Never expires.
+    Never,
+    /// Expires after this long (at least 1 ms).
+    After(Duration),
+}
+
+/// When a `set` may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    Always,
+    IfAbsent,
+    IfPresent,
+    IfVersion(u64),
+}
+
+/// An entry as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub value: Bytes,
+    pub version: u64,
+    /// Remaining milliseconds; `None` when it never expires.
+    pub ttl_ms: Option<u64>,
+}
+
+/// The result of a conditional write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetOutcome {
+    pub stored: bool,
+    /// The new version when stored, otherwise the current one (0 when absent).
+    pub version: u64,
+}
+
+/// The store's limits and defaults.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_memory: u64,
+    pub max_key_size: usize,
+    pub max_value_size: usize,
+    pub default_ttl: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_memory: 64 << 20,
+            max_key_size: MAX_KEY_SIZE,
+            max_value_size: 1 << 20,
+            default_ttl: None,
+        }
+    }
+}
+
+/// Why the store refused a request. Each message names the limit or the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("key is empty; keys are 1 to {limit} bytes")]
+    EmptyKey { limit: usize },
+    #[error("key is {len} bytes; the limit is {limit} bytes")]
+    KeyTooLong { len: usize, limit: usize },
+    #[error("value is {len} bytes; the limit is {limit} bytes (--max-value-size)")]
+    ValueTooLarge { len: usize, limit: usize },
+    #[error(
+        "entry needs {needed} bytes but the node's whole memory limit is {limit} bytes (--max-memory)"
+    )]
+    LargerThanMemory { needed: u64, limit: u64 },
+    #[error("ttl of {ttl_ms} ms is over the limit of {limit_ms} ms (365 days)")]
+    TtlTooLong { ttl_ms: u128, limit_ms: u128 },
+    #[error("ttl must be at least 1 ms (use no ttl for keys that never expire)")]
+    TtlZero,
+    #[error("value is not a decimal 64-bit integer, so it cannot be incremented")]
+    NotAnInteger,
+    #[error("incrementing {value} by {delta} overflows a signed 64-bit integer")]
+    Overflow { value: i64, delta: i64 },
+}
+
+/// Store-wide figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub items: u64,
+    /// Bytes charged against the limit (keys, values, per-entry overhead).
+    pub bytes: u64,
+    pub limit: u64,
+    /// Heap bytes of slabs, indexes and sketches, some of which is charged per entry.
+    pub structure_bytes: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    pub expirations: u64,
+}
+
+/// Hashes keys with a per-store seed, so one store's layout says nothing of another's.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyHasher(foldhash::fast::FixedState);
+
+impl KeyHasher {
+    pub(crate) fn hash(&self, key: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        self.0.hash_one(key)
+    }
+}
+
+/// A memory-bounded key-value store, safe to share between threads.
+#[derive(Debug)]
+pub struct Store {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: KeyHasher,
+    limits: Limits,
+    /// Bytes charged store-wide; the sum of the shards' published bytes.
+    used: AtomicU64,
+    clock: Arc<dyn Clock>,
+    hlc: Hlc,
+}
+
+impl Store {
+    /// A store on the system clock.
+    pub fn new(limits: Limits) -> Self {
+        Self::with_clock(limits, Arc::new(SystemClock::default()))
+    }
+
+    /// A store on the given clock (tests pass a [`ManualClock`]).
+    pub fn with_clock(limits: Limits, clock: Arc<dyn Clock>) -> Self {
+        let seed = clock.wall_ms() ^ (&limits as *const Limits as u64);
+        let hasher = KeyHasher(foldhash::fast::FixedState::with_seed(seed));
+        let shards = (0..SHARDS)
+            .map(|i| {
+                Mutex::new(Shard::new(
+                    hasher.clone(),
+                    seed.wrapping_add(i as u64 * 0x9E37),
+                ))
+            })
+            .collect();
+        Self {
+            shards,
+            hasher,
+            limits,
+            used: AtomicU64::new(0),
+            clock,
+            hlc: Hlc::default(),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The clock that issues versions; replication feeds it the versions it sees.
+    pub fn hlc(&self) -> &Hlc {
+        &self.hlc
+    }
+
+    fn shard_of(&self, hash: u64) -> usize {
+        // hashbrown uses the low bits for the bucket and the top 7 for its tag; the
+        // shard takes bits from the middle so neither loses entropy.
+        (hash >> 32) as usize % SHARDS
+    }
+
+    /// Adds a shard's unpublished byte change to the store-wide total.
+    fn publish(&self, shard: &mut Shard) {
+        if shard.bytes >= shard.published {
+            self.used
+                .fetch_add(shard.bytes - shard.published, Ordering::Relaxed);
+        } else {
+            self.used
+                .fetch_sub(shard.published - shard.bytes, Ordering::Relaxed);
+        }
+        shard.published = shard.bytes;
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), StoreError> {
+        let limit = self.limits.max_key_size;
+        match key.len() {
+            0 => Err(StoreError::EmptyKey { limit }),
+            len if len > limit => Err(StoreError::KeyTooLong { len, limit }),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_ttl(&self, ttl: Ttl) -> Result<(), StoreError> {
+        match ttl {
+            Ttl::After(d) if d.is_zero() => Err(StoreError::TtlZero),
+            Ttl::After(d) if d > MAX_TTL => Err(StoreError::TtlTooLong {
+                ttl_ms: d.as_millis(),
+                limit_ms: MAX_TTL.as_millis(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks a write without doing it, so a batch can be refused whole before any
+    /// of it is written.
+    pub fn check_set(&self, key: &[u8], value: &[u8], ttl: Ttl) -> Result<(), StoreError> {
+        self.check_key(key)?;
+        let limit = self.limits.max_value_size;
+        if value.len() > limit {
+            return Err(StoreError::ValueTooLarge {
+                len: value.len(),
+                limit,
+            });
+        }
+        let needed = 1 + key.len() as u64 + value.len() as u64 + ENTRY_OVERHEAD;
+        if needed > self.limits.max_memory {
+            return Err(StoreError::LargerThanMemory {
+                needed,
+                limit: self.limits.max_memory,
+            });
+        }
+        self.check_ttl(ttl)
+    }
+
+    /// The monotonic expiry instant for a TTL, 0 for never.
+    fn expires_at(&self, ttl: Ttl, now: u64) -> u64 {
+        let ttl = match ttl {
+            Ttl::Default => self.limits.default_ttl,
+            Ttl::Never => None,
+            Ttl::After(d) => Some(d),
+        };
+        ttl.map_or(0, |d| now + (d.as_millis() as u64).max(1))
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<Entry>, StoreError> {
+        self.check_key(key)?;
+        let hash = self.hasher.hash(key);
+        let now = self.clock.monotonic_ms();
+        let mut shard = self.shards[self.shard_of(hash)].lock();
+        let entry = shard.get(hash, key, now);
+        self.publish(&mut shard);
+        Ok(entry)
+    }
+
+    pub fn set(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Ttl,
+        condition: Condition,
+    ) -> Result<SetOutcome, StoreError> {
+        self.check_set(key, value, ttl)?;
+        let hash = self.hasher.hash(key);
+        let now = self.clock.monotonic_ms();
+        let index = self.shard_of(hash);
+        let mut shard = self.shards[index].lock();
+        shard.record_access(hash);
+        let current = shard.find_live(hash, key, now).map(|id| shard.version(id));
+        let allowed = match condition {
+            Condition::Always => true,
+            Condition::IfAbsent => current.is_none(),
+            Condition::IfPresent => current.is_some(),
+            Condition::IfVersion(v) => current == Some(v),
+        };
+        if !allowed {
+            self.publish(&mut shard);
+            return Ok(SetOutcome {
+                stored: false,
+                version: current.unwrap_or(0),
+            });
+        }
+        let version = self.hlc.next(self.clock.wall_ms());
+        let id = shard.upsert(hash, key, value, version, self.expires_at(ttl, now));
+        self.make_room(index, shard, id, now);
+        Ok(SetOutcome {
+            stored: true,
+            version,
+        })
+    }
+
+    /// Evicts until the store is within its limit: first from the shard just written
+    /// (sparing the new entry), then from the others.
+    fn make_room(
+        &self,
+        index: usize,
+        mut shard: parking_lot::MutexGuard<'_, Shard>,
+        written: u32,
+        now: u64,
+    ) {
+        self.publish(&mut shard);
+        while self.used.load(Ordering::Relaxed) > self.limits.max_memory
+            && shard.evict_one(now, Some(written))
+        {
+            self.publish(&mut shard);
+        }
+        drop(shard);
+        for step in 1..SHARDS {
+            if self.used.load(Ordering::Relaxed) <= self.limits.max_memory {
+                return;
+            }
+            let mut other = self.shards[(index + step) % SHARDS].lock();
+            while self.used.load(Ordering::Relaxed) > self.limits.max_memory
+                && other.evict_one(now, None)
+            {
+                self.publish(&mut other);
+            }
+        }
+    }
+
+    /// Deletes a key, or only if its version matches. Returns whether it deleted.
+    pub fn delete(&self, key: &[u8], if_version: Option<u64>) -> Result<bool, StoreError> {
+        self.check_key(key)?;
+        let hash = self.hasher.hash(key);
+        let now = self.clock.monotonic_ms();
+        let mut shard = self.shards[self.shard_of(hash)].lock();
+        let deleted = match shard.find_live(hash, key, now) {
+            Some(id) if if_version.is_none_or(|v| v == shard.version(id)) => {
+                shard.delete(id, hash);
+                true
+            }
+            _ => false,
+        };
+        self.publish(&mut shard);
+        Ok(deleted)
+    }
+
+    /// Gives a key a new TTL. Returns whether the key was there.
+    pub fn touch(&self, key: &[u8], ttl: Ttl) -> Result<bool, StoreError> {
+        self.check_key(key)?;
+        self.check_ttl(ttl)?;
+        let hash = self.hasher.hash(key);
+        let now = self.clock.monotonic_ms();
+        let mut shard = self.shards[self.shard_of(hash)].lock();
+        shard.record_access(hash);
+        let found = shard.find_live(hash, key, now);
+        if let Some(id) = found {
+            shard.set_expiry(id, self.expires_at(ttl, now));
+        }
+        self.publish(&mut shard);
+        Ok(found.is_some())
+    }
+
+    /// Adds `delta` to a decimal-integer value; an absent key starts at `initial` and
+    /// takes `ttl`, a present one keeps its TTL. Returns the new value and version.
+    pub fn incr(
+        &self,
+        key: &[u8],
+        delta: i64,
+        initial: i64,
+        ttl: Ttl,
+    ) -> Result<(i64, u64), StoreError> {
+        self.check_key(key)?;
+        self.check_ttl(ttl)?;
+        let hash = self.hasher.hash(key);
+        let now = self.clock.monotonic_ms();
+        let index = self.shard_of(hash);
+        let mut shard = self.shards[index].lock();
+        shard.record_access(hash);
+        let (current, expires_at) = match shard.find_live(hash, key, now) {
+            Some(id) => (parse_i64(shard.value(id))?, shard.expires_at(id)),
+            None => (initial, self.expires_at(ttl, now)),
+        };
+        let value = current.checked_add(delta).ok_or(StoreError::Overflow {
+            value: current,
+            delta,
+        })?;
+        let version = self.hlc.next(self.clock.wall_ms());
+        let text = value.to_string();
+        let id = shard.upsert(hash, key, text.as_bytes(), version, expires_at);
+        self.make_room(index, shard, id, now);
+        Ok((value, version))
+    }
+
+    /// Active expiry over every shard, `budget` slots each; returns entries removed.
+    pub fn sweep_expired(&self, budget: usize) -> usize {
+        let now = self.clock.monotonic_ms();
+        self.shards
+            .iter()
+            .map(|shard| {
+                let mut shard = shard.lock();
+                let removed = shard.sweep(now, budget);
+                self.publish(&mut shard);
+                removed
+            })
+            .sum()
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let mut stats = StoreStats {
+            limit: self.limits.max_memory,
+            ..StoreStats::default()
+        };
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            let Counters {
+                hits,
+                misses,
+                evictions,
+                expirations,
+            } = shard.counters;
+            stats.items += shard.len() as u64;
+            stats.structure_bytes += shard.structure_bytes() as u64;
+            stats.hits += hits;
+            stats.misses += misses;
+            stats.evictions += evictions;
+            stats.expirations += expirations;
+        }
+        stats.bytes = self.used.load(Ordering::Relaxed);
+        stats
+    }
+}
+
+/// Parses a value as Redis' INCR does: optional sign, decimal digits, nothing else.
+fn parse_i64(value: &[u8]) -> Result<i64, StoreError> {
+    std::str::from_utf8(value)
+        .ok()
+        .filter(|s| !s.starts_with('+'))
+        .and_then(|s| s.parse().ok())
+        .ok_or(StoreError::NotAnInteger)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,420 @@
+use std::collections::{BTreeMap, HashMap};
+
+use super::*;
+
+fn store_with(limits: Limits) -> (Store, ManualClock) {
+    let clock = ManualClock::default();
+    (Store::with_clock(limits, Arc::new(clock.clone())), clock)
+}
+
+fn store() -> (Store, ManualClock) {
+    store_with(Limits::default())
+}
+
+fn secs(s: u64) -> Ttl {
+    Ttl::After(Duration::from_secs(s))
+}
+
+#[test]
+fn a_set_value_reads_back_with_its_version_and_no_ttl() {
+    let (store, _) = store();
+    let out = store
+        .set(b"k", b"v", Ttl::Never, Condition::Always)
+        .unwrap();
+    assert!(out.stored);
+    let entry = store.get(b"k").unwrap().unwrap();
+    assert_eq!(entry.value.as_ref(), b"v");
+    assert_eq!(entry.version, out.version);
+    assert_eq!(entry.ttl_ms, None);
+    assert_eq!(store.get(b"missing").unwrap(), None);
+}
+
+#[test]
+fn every_write_gets_a_higher_version() {
+    let (store, _) = store();
+    let a = store
+        .set(b"k", b"1", Ttl::Never, Condition::Always)
+        .unwrap();
+    let b = store
+        .set(b"k", b"2", Ttl::Never, Condition::Always)
+        .unwrap();
+    let (_, c) = store.incr(b"n", 1, 0, Ttl::Never).unwrap();
+    assert!(a.version < b.version && b.version < c);
+}
+
+#[test]
+fn an_entry_expires_when_its_ttl_passes_and_reports_what_remains_before() {
+    let (store, clock) = store();
+    store.set(b"k", b"v", secs(10), Condition::Always).unwrap();
+    clock.advance(Duration::from_secs(4));
+    assert_eq!(store.get(b"k").unwrap().unwrap().ttl_ms, Some(6_000));
+    clock.advance(Duration::from_secs(6));
+    assert_eq!(store.get(b"k").unwrap(), None);
+    let stats = store.stats();
+    assert_eq!((stats.items, stats.expirations, stats.bytes), (0, 1, 0));
+}
+
+#[test]
+fn the_default_ttl_applies_when_a_write_names_none() {
+    let (store, clock) = store_with(Limits {
+        default_ttl: Some(Duration::from_secs(5)),
+        ..Limits::default()
+    });
+    store
+        .set(b"d", b"v", Ttl::Default, Condition::Always)
+        .unwrap();
+    store
+        .set(b"n", b"v", Ttl::Never, Condition::Always)
+        .unwrap();
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(store.get(b"d").unwrap(), None);
+    assert!(store.get(b"n").unwrap().is_some());
+}
+
+#[test]
+fn touch_moves_the_expiry_and_reports_misses() {
+    let (store, clock) = store();
+    store.set(b"k", b"v", secs(2), Condition::Always).unwrap();
+    clock.advance(Duration::from_secs(1));
+    assert!(store.touch(b"k", secs(10)).unwrap());
+    clock.advance(Duration::from_secs(5));
+    assert!(store.get(b"k").unwrap().is_some());
+    assert!(store.touch(b"k", Ttl::Never).unwrap());
+    clock.advance(MAX_TTL);
+    assert_eq!(store.get(b"k").unwrap().unwrap().ttl_ms, None);
+    assert!(!store.touch(b"absent", secs(1)).unwrap());
+}
+
+#[test]
+fn the_sweep_removes_expired_entries_nobody_reads() {
+    let (store, clock) = store();
+    for i in 0..1_000u32 {
+        let ttl = if i % 2 == 0 { secs(1) } else { Ttl::Never };
+        store
+            .set(&i.to_be_bytes(), b"v", ttl, Condition::Always)
+            .unwrap();
+    }
+    clock.advance(Duration::from_secs(1));
+    let removed: usize = (0..10).map(|_| store.sweep_expired(64)).sum();
+    assert_eq!(removed, 500);
+    let stats = store.stats();
+    assert_eq!((stats.items, stats.expirations), (500, 500));
+}
+
+#[test]
+fn conditional_sets_follow_absent_present_and_version() {
+    let (store, _) = store();
+    let first = store
+        .set(b"k", b"1", Ttl::Never, Condition::IfPresent)
+        .unwrap();
+    assert_eq!(
+        first,
+        SetOutcome {
+            stored: false,
+            version: 0
+        }
+    );
+    let added = store
+        .set(b"k", b"1", Ttl::Never, Condition::IfAbsent)
+        .unwrap();
+    assert!(added.stored);
+    let again = store
+        .set(b"k", b"2", Ttl::Never, Condition::IfAbsent)
+        .unwrap();
+    assert_eq!(
+        again,
+        SetOutcome {
+            stored: false,
+            version: added.version
+        }
+    );
+    let stale = store
+        .set(
+            b"k",
+            b"3",
+            Ttl::Never,
+            Condition::IfVersion(added.version + 1),
+        )
+        .unwrap();
+    assert!(!stale.stored);
+    let cas = store
+        .set(b"k", b"3", Ttl::Never, Condition::IfVersion(added.version))
+        .unwrap();
+    assert!(cas.stored && cas.version > added.version);
+    assert_eq!(store.get(b"k").unwrap().unwrap().value.as_ref(), b"3");
+}
+
+#[test]
+fn delete_by_version_only_removes_the_matching_version() {
+    let (store, _) = store();
+    let v = store
+        .set(b"k", b"v", Ttl::Never, Condition::Always)
+        .unwrap()
+        .version;
+    assert!(!store.delete(b"k", Some(v + 1)).unwrap());
+    assert!(store.delete(b"k", Some(v)).unwrap());
+    assert!(!store.delete(b"k", None).unwrap());
+    assert_eq!(store.stats().bytes, 0);
+}
+
+#[test]
+fn incr_starts_at_initial_then_adds_and_keeps_the_ttl() {
+    let (store, clock) = store();
+    assert_eq!(store.incr(b"n", 5, 100, secs(10)).unwrap().0, 105);
+    assert_eq!(store.incr(b"n", -7, 0, Ttl::Never).unwrap().0, 98);
+    assert_eq!(store.get(b"n").unwrap().unwrap().value.as_ref(), b"98");
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(store.get(b"n").unwrap(), None);
+}
+
+#[test]
+fn incr_refuses_non_integers_and_overflow_without_changing_the_value() {
+    let (store, _) = store();
+    store
+        .set(b"s", b"abc", Ttl::Never, Condition::Always)
+        .unwrap();
+    assert_eq!(
+        store.incr(b"s", 1, 0, Ttl::Never),
+        Err(StoreError::NotAnInteger)
+    );
+    store
+        .set(b"p", b"+5", Ttl::Never, Condition::Always)
+        .unwrap();
+    assert_eq!(
+        store.incr(b"p", 1, 0, Ttl::Never),
+        Err(StoreError::NotAnInteger)
+    );
+    store
+        .set(
+            b"m",
+            i64::MAX.to_string().as_bytes(),
+            Ttl::Never,
+            Condition::Always,
+        )
+        .unwrap();
+    assert!(matches!(
+        store.incr(b"m", 1, 0, Ttl::Never),
+        Err(StoreError::Overflow { .. })
+    ));
+    assert_eq!(
+        store.get(b"m").unwrap().unwrap().value.as_ref(),
+        i64::MAX.to_string().as_bytes()
+    );
+}
+
+#[test]
+fn bad_keys_values_and_ttls_are_refused_with_the_limit_named() {
+    let (store, _) = store_with(Limits {
+        max_memory: 4096,
+        max_value_size: 8192,
+        ..Limits::default()
+    });
+    let long_key = [b'k'; 251];
+    assert_eq!(
+        store.set(b"", b"v", Ttl::Never, Condition::Always),
+        Err(StoreError::EmptyKey { limit: 250 })
+    );
+    let err = store.get(&long_key).unwrap_err();
+    assert_eq!(
+        err,
+        StoreError::KeyTooLong {
+            len: 251,
+            limit: 250
+        }
+    );
+    assert!(err.to_string().contains("250"));
+    let err = store
+        .set(b"k", &[0; 8193], Ttl::Never, Condition::Always)
+        .unwrap_err();
+    assert!(err.to_string().contains("8192"), "{err}");
+    let err = store
+        .set(b"k", &[0; 5000], Ttl::Never, Condition::Always)
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::LargerThanMemory { limit: 4096, .. }),
+        "{err}"
+    );
+    let year_and_a_day = Ttl::After(MAX_TTL + Duration::from_secs(86_400));
+    assert!(matches!(
+        store.set(b"k", b"v", year_and_a_day, Condition::Always),
+        Err(StoreError::TtlTooLong { .. })
+    ));
+    assert_eq!(
+        store.touch(b"k", Ttl::After(Duration::ZERO)),
+        Err(StoreError::TtlZero)
+    );
+    assert_eq!(store.stats().items, 0);
+}
+
+#[test]
+fn writes_far_beyond_the_limit_keep_the_charged_bytes_within_it() {
+    let limit = 1 << 20;
+    let (store, _) = store_with(Limits {
+        max_memory: limit,
+        ..Limits::default()
+    });
+    for i in 0..100_000u32 {
+        store
+            .set(&i.to_be_bytes(), &[7; 100], Ttl::Never, Condition::Always)
+            .unwrap();
+        assert!(store.stats().bytes <= limit || i % 1000 != 0);
+    }
+    let stats = store.stats();
+    assert!(stats.bytes <= limit);
+    let per_entry = 1 + 4 + 100 + ENTRY_OVERHEAD;
+    assert!(stats.items >= (limit / per_entry) * 95 / 100, "{stats:?}");
+    assert!(stats.evictions > 90_000, "{stats:?}");
+    // The newest write always survives its own eviction round.
+    assert!(store.get(&99_999u32.to_be_bytes()).unwrap().is_some());
+}
+
+#[test]
+fn a_value_bigger_than_a_shard_still_fits_by_evicting_elsewhere() {
+    let (store, _) = store_with(Limits {
+        max_memory: 256 << 10,
+        ..Limits::default()
+    });
+    for i in 0..2_000u32 {
+        store
+            .set(&i.to_be_bytes(), &[1; 100], Ttl::Never, Condition::Always)
+            .unwrap();
+    }
+    store
+        .set(b"big", &[2; 200 << 10], Ttl::Never, Condition::Always)
+        .unwrap();
+    assert!(store.stats().bytes <= 256 << 10);
+    assert_eq!(store.get(b"big").unwrap().unwrap().value.len(), 200 << 10);
+}
+
+#[test]
+fn deleting_most_entries_compacts_the_slab_and_keeps_the_rest_readable() {
+    let (store, _) = store();
+    for i in 0..100_000u32 {
+        store
+            .set(&i.to_be_bytes(), b"v", Ttl::Never, Condition::Always)
+            .unwrap();
+    }
+    let full = store.stats().structure_bytes;
+    for i in 0..100_000u32 {
+        if i % 10 != 0 {
+            store.delete(&i.to_be_bytes(), None).unwrap();
+        }
+    }
+    store.sweep_expired(1);
+    let after = store.stats();
+    assert_eq!(after.items, 10_000);
+    assert!(
+        after.structure_bytes < full / 2,
+        "{full} -> {}",
+        after.structure_bytes
+    );
+    for i in (0..100_000u32).step_by(10) {
+        assert!(store.get(&i.to_be_bytes()).unwrap().is_some(), "key {i}");
+    }
+}
+
+#[test]
+fn concurrent_writers_and_readers_keep_the_accounting_exact() {
+    let (store, _) = store_with(Limits {
+        max_memory: 512 << 10,
+        ..Limits::default()
+    });
+    let store = Arc::new(store);
+    let threads: Vec<_> = (0..4u32)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..20_000u32 {
+                    let key = (i % 5_000 + t * 5_000).to_be_bytes();
+                    store
+                        .set(&key, &[t as u8; 64], Ttl::Never, Condition::Always)
+                        .unwrap();
+                    store.get(&key).unwrap();
+                    if i % 7 == 0 {
+                        store.delete(&key, None).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let stats = store.stats();
+    assert!(stats.bytes <= 512 << 10);
+    let per_entry = 1 + 4 + 64 + ENTRY_OVERHEAD;
+    assert_eq!(stats.bytes, stats.items * per_entry, "{stats:?}");
+}
+
+/// Deterministic Zipf(s) sampler over `n` keys (inverse CDF).
+struct Zipf {
+    cdf: Vec<f64>,
+    state: u64,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64, seed: u64) -> Self {
+        let mut total = 0.0;
+        let mut cdf: Vec<f64> = (1..=n)
+            .map(|k| {
+                total += 1.0 / (k as f64).powf(s);
+                total
+            })
+            .collect();
+        cdf.iter_mut().for_each(|c| *c /= total);
+        Self { cdf, state: seed }
+    }
+
+    fn next(&mut self) -> u32 {
+        self.state = self
+            .state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let u = (self.state >> 11) as f64 / (1u64 << 53) as f64;
+        self.cdf.partition_point(|&c| c < u) as u32
+    }
+}
+
+/// Reference LRU by entry count, for the hit-ratio comparison.
+fn lru_hit_ratio(trace: &[u32], capacity: usize) -> f64 {
+    let mut stamp_of: HashMap<u32, u64> = HashMap::new();
+    let mut by_stamp: BTreeMap<u64, u32> = BTreeMap::new();
+    let mut hits = 0;
+    for (t, &key) in trace.iter().enumerate() {
+        let t = t as u64;
+        if let Some(old) = stamp_of.insert(key, t) {
+            by_stamp.remove(&old);
+            hits += 1;
+        } else if stamp_of.len() > capacity {
+            let (_, victim) = by_stamp.pop_first().unwrap();
+            stamp_of.remove(&victim);
+        }
+        by_stamp.insert(t, key);
+    }
+    hits as f64 / trace.len() as f64
+}
+
+#[test]
+fn eviction_beats_lru_hit_ratio_on_a_zipf_trace_at_equal_memory() {
+    let keys = 100_000;
+    let mut zipf = Zipf::new(keys, 0.99, 42);
+    let trace: Vec<u32> = (0..500_000).map(|_| zipf.next()).collect();
+    let capacity = keys / 10;
+    let per_entry = 1 + 4 + 16 + ENTRY_OVERHEAD;
+    let (store, _) = store_with(Limits {
+        max_memory: capacity as u64 * per_entry,
+        ..Limits::default()
+    });
+    for &key in &trace {
+        let key = key.to_be_bytes();
+        if store.get(&key).unwrap().is_none() {
+            store
+                .set(&key, &[0; 16], Ttl::Never, Condition::Always)
+                .unwrap();
+        }
+    }
+    let stats = store.stats();
+    let ours = stats.hits as f64 / trace.len() as f64;
+    let lru = lru_hit_ratio(&trace, capacity);
+    assert!(ours > lru + 0.02, "kcache {ours:.4} vs LRU {lru:.4}");
+}
