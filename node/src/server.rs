@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use kcache_client::proto::{self, cache_server::CacheServer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::metrics::Metrics;
 use crate::service::{CacheService, MAX_BATCH, NodeInfo};
@@ -100,7 +99,7 @@ pub async fn serve(
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(cache)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(incoming(grpc), stopped(stop_rx.clone()));
     let admin_server = async {
         axum::serve(admin, crate::admin::router(metrics, ready))
             .with_graceful_shutdown(stopped(stop_rx))
@@ -112,6 +111,15 @@ pub async fn serve(
     admin_result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Accepted connections with Nagle's algorithm off (small replies must not wait for
+/// the peer's delayed ACK, which costs 40 ms a round trip) and TCP keepalive on, so
+/// connections of vanished clients are noticed.
+fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)))
 }
 
 /// Resolves once the node is told to stop.

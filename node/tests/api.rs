@@ -1,4 +1,5 @@
 //! Every RPC of kcache.v1.Cache and every bad-input case, over a real socket.
+#![allow(clippy::unwrap_used)] // a test that cannot set up should fail loudly
 
 mod common;
 

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use hashbrown::HashTable;
 
-use super::{ENTRY_OVERHEAD, Entry, KeyHasher, sketch::FrequencySketch};
+use super::{Entry, KeyHasher, charge, sketch::FrequencySketch};
 
 /// Slots per slab chunk. Chunks never move, so the slab grows without copying and
 /// without the up-to-2x slack of a doubling `Vec`; 256 × 32 bytes = 8 KiB.
@@ -46,7 +46,7 @@ impl Slot {
     }
 
     fn cost(&self) -> u64 {
-        self.data.len() as u64 + ENTRY_OVERHEAD
+        charge(self.data.len())
     }
 
     fn entry(&self, now: u64) -> Entry {
@@ -210,7 +210,7 @@ impl Shard {
         expires_at: u64,
     ) -> u32 {
         let data = encode(key, value);
-        let new_cost = data.len() as u64 + ENTRY_OVERHEAD;
+        let new_cost = charge(data.len());
         if let Some(id) = self.find(hash, key) {
             let slot = self.slot_mut(id);
             let old_cost = slot.cost();
@@ -238,7 +238,7 @@ impl Shard {
         });
         self.bytes += new_cost;
         if self.index.len() > self.sketch.capacity() {
-            self.sketch = FrequencySketch::with_capacity(self.index.len() * 2);
+            self.sketch = FrequencySketch::with_capacity(self.index.len());
         }
         id
     }

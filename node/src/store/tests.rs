@@ -261,7 +261,7 @@ fn writes_far_beyond_the_limit_keep_the_charged_bytes_within_it() {
     }
     let stats = store.stats();
     assert!(stats.bytes <= limit);
-    let per_entry = 1 + 4 + 100 + ENTRY_OVERHEAD;
+    let per_entry = charge(1 + 4 + 100);
     assert!(stats.items >= (limit / per_entry) * 95 / 100, "{stats:?}");
     assert!(stats.evictions > 90_000, "{stats:?}");
     // The newest write always survives its own eviction round.
@@ -342,7 +342,7 @@ fn concurrent_writers_and_readers_keep_the_accounting_exact() {
     }
     let stats = store.stats();
     assert!(stats.bytes <= 512 << 10);
-    let per_entry = 1 + 4 + 64 + ENTRY_OVERHEAD;
+    let per_entry = charge(1 + 4 + 64);
     assert_eq!(stats.bytes, stats.items * per_entry, "{stats:?}");
 }
 
@@ -400,7 +400,7 @@ fn eviction_beats_lru_hit_ratio_on_a_zipf_trace_at_equal_memory() {
     let mut zipf = Zipf::new(keys, 0.99, 42);
     let trace: Vec<u32> = (0..500_000).map(|_| zipf.next()).collect();
     let capacity = keys / 10;
-    let per_entry = 1 + 4 + 16 + ENTRY_OVERHEAD;
+    let per_entry = charge(1 + 4 + 16);
     let (store, _) = store_with(Limits {
         max_memory: capacity as u64 * per_entry,
         ..Limits::default()

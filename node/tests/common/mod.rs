@@ -1,5 +1,5 @@
 //! A node on 127.0.0.1 with ephemeral ports, for black-box tests over real sockets.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 
