@@ -18,6 +18,7 @@ pub mod cli;
 mod client;
 mod error;
 mod types;
+pub mod workload;
 
 pub use client::{
     Client, ClientBuilder, DEFAULT_RETRIES, DEFAULT_TIMEOUT, INITIAL_BACKOFF, MAX_BACKOFF,

@@ -3,10 +3,10 @@
 //!
 //! Why this engine (figures in the README, `cargo bench -p kcache-node --bench engines`):
 //! an entry costs one 32-byte slot plus one heap block for key and value, where moka
-//! pays about 150 bytes; popularity lives in a TinyLFU-style count-min sketch (about two
-//! bytes per entry) instead of per-entry queue links, so eviction beats LRU on skewed
-//! traffic without the memory of LRU's lists; and every write is admitted, so a client
-//! reads its own write back (moka's TinyLFU admission may drop it).
+//! pays about 250 (measured); popularity lives in a TinyLFU-style count-min sketch (four
+//! to eight bytes per entry) instead of per-entry queue links, so sampled eviction beats
+//! LRU on skewed traffic without the memory of LRU's lists; and every write is
+//! admitted, so a client reads its own write back (moka's TinyLFU admission may drop it).
 
 mod clock;
 mod shard;
@@ -23,7 +23,7 @@ pub use clock::{Clock, Hlc, ManualClock, SystemClock};
 use shard::{Counters, Shard};
 
 /// Bytes charged per entry for the structures around it: the 32-byte slot, about
-/// 8 bytes of hash index (4-byte ids at hashbrown's load factors), 2 to 4 bytes of
+/// 8 bytes of hash index (4-byte ids at hashbrown's load factors), 4 to 8 bytes of
 /// frequency sketch, and about 12 of allocator fragmentation under eviction churn
 /// (freed blocks wait in per-thread arenas). Set from the resident memory measured in
 /// `tests/memory.rs`: 186 bytes per 16-byte-key, 100-byte-value entry, charged 184.
@@ -295,7 +295,6 @@ impl Store {
         let now = self.clock.monotonic_ms();
         let index = self.shard_of(hash);
         let mut shard = self.shards[index].lock();
-        shard.record_access(hash);
         let current = shard.find_live(hash, key, now).map(|id| shard.version(id));
         let allowed = match condition {
             Condition::Always => true,

@@ -285,7 +285,7 @@ impl Shard {
         if evictable == 0 {
             return false;
         }
-        let mut best: Option<(u32, u64, u8)> = None;
+        let mut best: Option<(u32, u64, (u8, u64))> = None;
         let mut sampled = 0;
         for _ in 0..EVICTION_PROBES {
             if sampled == EVICTION_SAMPLES {
@@ -302,7 +302,9 @@ impl Shard {
                 self.remove(id, hash, Removal::Expired);
                 return true;
             }
-            let score = self.sketch.estimate(hash);
+            // Least asked-for first; among equals the oldest write (versions grow
+            // with time), which gives the policy a sense of recency for free.
+            let score = (self.sketch.estimate(hash), u64::MAX - slot.version);
             if best.is_none_or(|(_, _, s)| score < s) {
                 best = Some((id, hash, score));
             }

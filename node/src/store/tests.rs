@@ -346,35 +346,6 @@ fn concurrent_writers_and_readers_keep_the_accounting_exact() {
     assert_eq!(stats.bytes, stats.items * per_entry, "{stats:?}");
 }
 
-/// Deterministic Zipf(s) sampler over `n` keys (inverse CDF).
-struct Zipf {
-    cdf: Vec<f64>,
-    state: u64,
-}
-
-impl Zipf {
-    fn new(n: usize, s: f64, seed: u64) -> Self {
-        let mut total = 0.0;
-        let mut cdf: Vec<f64> = (1..=n)
-            .map(|k| {
-                total += 1.0 / (k as f64).powf(s);
-                total
-            })
-            .collect();
-        cdf.iter_mut().for_each(|c| *c /= total);
-        Self { cdf, state: seed }
-    }
-
-    fn next(&mut self) -> u32 {
-        self.state = self
-            .state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let u = (self.state >> 11) as f64 / (1u64 << 53) as f64;
-        self.cdf.partition_point(|&c| c < u) as u32
-    }
-}
-
 /// Reference LRU by entry count, for the hit-ratio comparison.
 fn lru_hit_ratio(trace: &[u32], capacity: usize) -> f64 {
     let mut stamp_of: HashMap<u32, u64> = HashMap::new();
@@ -397,8 +368,8 @@ fn lru_hit_ratio(trace: &[u32], capacity: usize) -> f64 {
 #[test]
 fn eviction_beats_lru_hit_ratio_on_a_zipf_trace_at_equal_memory() {
     let keys = 100_000;
-    let mut zipf = Zipf::new(keys, 0.99, 42);
-    let trace: Vec<u32> = (0..500_000).map(|_| zipf.next()).collect();
+    let mut zipf = kcache_client::workload::Zipf::new(keys, 0.99, 42);
+    let trace: Vec<u32> = (0..500_000).map(|_| zipf.next_rank() as u32).collect();
     let capacity = keys / 10;
     let per_entry = charge(1 + 4 + 16);
     let (store, _) = store_with(Limits {
