@@ -57,7 +57,8 @@ impl ClientBuilder {
     }
 
     /// How many times to retry a call that failed with UNAVAILABLE. Other errors are
-    /// never retried: the request may have been applied, and `incr` is not idempotent.
+    /// never retried (the request may have been applied), and `incr` is never retried
+    /// at all: it is not idempotent.
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
         self
@@ -169,7 +170,9 @@ impl Client {
             initial,
             ttl_ms: ttl.to_millis(),
         };
-        let reply = self.call(req, |mut c, r| async move { c.increment(r).await });
+        // Not retried: an UNAVAILABLE after the node applied the add (a connection
+        // reset mid-call) would add twice.
+        let reply = self.call_with_retries(0, req, |mut c, r| async move { c.increment(r).await });
         let reply = reply.await?;
         Ok((reply.value, reply.version))
     }
@@ -228,8 +231,22 @@ impl Client {
         F: Fn(CacheClient<Channel>, Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
+        self.call_with_retries(self.retries, message, rpc).await
+    }
+
+    async fn call_with_retries<M, T, F, Fut>(
+        &self,
+        retries: u32,
+        message: M,
+        rpc: F,
+    ) -> Result<T, Error>
+    where
+        M: Clone,
+        F: Fn(CacheClient<Channel>, Request<M>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
         let mut backoff = INITIAL_BACKOFF;
-        let mut retries_left = self.retries;
+        let mut retries_left = retries;
         loop {
             let mut request = Request::new(message.clone());
             request.set_timeout(self.timeout);
