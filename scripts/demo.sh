@@ -15,7 +15,7 @@ admin="${KCACHE_DEMO_ADMIN:-127.0.0.1:7001}"
 
 echo "== building (cargo build --release)"
 cargo build --release --quiet -p kcache-node -p kcache-client
-bin="$PWD/target/release"
+bin="${CARGO_TARGET_DIR:-$PWD/target}/release"
 
 http_get() { # a tiny HTTP GET with bash alone, so the demo needs no curl
   local host=${1%%:*} port=${1##*:} path=$2

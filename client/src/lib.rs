@@ -17,6 +17,7 @@ mod address;
 pub mod cli;
 mod client;
 mod error;
+pub mod placement;
 mod types;
 pub mod workload;
 

@@ -8,6 +8,8 @@ use bytesize::ByteSize;
 use clap::builder::TypedValueParser as _;
 use clap::{Parser, ValueEnum};
 
+use crate::cluster::{WriteAck, membership::parse_peers};
+use crate::server::Discovery;
 use crate::store::{Limits, MAX_KEY_SIZE};
 
 /// kcache-node: one member of a kcache cluster.
@@ -44,6 +46,43 @@ pub struct Args {
     #[arg(long, env = "KCACHE_NODE_ID")]
     pub node_id: Option<String>,
 
+    /// Where members come from: none (this node alone), static (--peers) or
+    /// kubernetes (the EndpointSlices of --service).
+    #[arg(long, env = "KCACHE_DISCOVERY", value_enum, default_value_t = DiscoveryKind::None)]
+    pub discovery: DiscoveryKind,
+
+    /// Members for --discovery static: id=host:port,... (this node may be listed).
+    #[arg(long, env = "KCACHE_PEERS", default_value = "")]
+    pub peers: String,
+
+    /// Headless Service whose EndpointSlices list the members (--discovery kubernetes).
+    #[arg(long, env = "KCACHE_SERVICE")]
+    pub service: Option<String>,
+
+    /// Namespace of --service; defaults to $POD_NAMESPACE, then the pod's own.
+    #[arg(long, env = "KCACHE_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Owners per key: writes are copied to this many members.
+    #[arg(long, env = "KCACHE_REPLICATION_FACTOR", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=16).map(usize::from))]
+    pub replication_factor: usize,
+
+    /// When a write answers: after the coordinating owner stored it (one) or after
+    /// every reachable owner did (all).
+    #[arg(long, env = "KCACHE_WRITE_ACK", value_enum, default_value_t = WriteAck::All)]
+    pub write_ack: WriteAck,
+
+    /// On SIGTERM, how long the node may spend handing its entries to the owners
+    /// that remain before it exits anyway.
+    #[arg(long, env = "KCACHE_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// host:port peers and clients reach this node at; defaults to $POD_IP with the
+    /// --grpc-addr port, else --grpc-addr itself.
+    #[arg(long, env = "KCACHE_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+
     /// Log format.
     #[arg(long, env = "KCACHE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -51,6 +90,13 @@ pub struct Args {
     /// Log filter in tracing's EnvFilter syntax (e.g. info, kcache_node=debug).
     #[arg(long, env = "KCACHE_LOG", default_value = "info")]
     pub log: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiscoveryKind {
+    None,
+    Static,
+    Kubernetes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -93,6 +139,57 @@ impl Args {
         })
     }
 
+    /// The membership source, or a message naming the flag that is missing or wrong.
+    pub fn discovery(&self) -> Result<Discovery, String> {
+        match self.discovery {
+            DiscoveryKind::None => Ok(Discovery::None),
+            DiscoveryKind::Static => {
+                let members = parse_peers(&self.peers)?;
+                if members.is_empty() {
+                    return Err("--discovery static needs --peers id=host:port,...".into());
+                }
+                Ok(Discovery::Static(members))
+            }
+            DiscoveryKind::Kubernetes => {
+                let service = self
+                    .service
+                    .clone()
+                    .ok_or("--discovery kubernetes needs --service (the headless Service)")?;
+                let namespace = self
+                    .namespace
+                    .clone()
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                    .or_else(|| {
+                        std::fs::read_to_string(
+                            "/var/run/secrets/kubernetes.io/serviceaccount/namespace",
+                        )
+                        .ok()
+                    })
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .ok_or("--discovery kubernetes needs --namespace (or $POD_NAMESPACE)")?;
+                Ok(Discovery::Kubernetes { service, namespace })
+            }
+        }
+    }
+
+    /// Where peers reach this node: --advertise-addr, else $POD_IP with the gRPC port.
+    pub fn advertise_addr(&self) -> Option<String> {
+        self.advertise_addr.clone().or_else(|| {
+            std::env::var("POD_IP")
+                .ok()
+                .filter(|ip| !ip.is_empty())
+                .map(|ip| {
+                    let port = self.grpc_addr.port();
+                    if ip.contains(':') {
+                        format!("[{ip}]:{port}")
+                    } else {
+                        format!("{ip}:{port}")
+                    }
+                })
+        })
+    }
+
     /// The member id: --node-id, else $POD_NAME, else the hostname.
     pub fn node_id(&self) -> String {
         self.node_id
@@ -131,6 +228,32 @@ mod tests {
     fn key_size_above_250_is_refused_by_the_parser() {
         let err = Args::try_parse_from(["kcache-node", "--max-key-size", "300"]).unwrap_err();
         assert!(err.to_string().contains("1..=250"), "{err}");
+    }
+
+    #[test]
+    fn cluster_flags_parse_and_missing_ones_are_named() {
+        let args = Args::try_parse_from([
+            "kcache-node",
+            "--discovery",
+            "static",
+            "--peers",
+            "a=127.0.0.1:7000,b=127.0.0.2:7000",
+            "--replication-factor",
+            "2",
+            "--write-ack",
+            "one",
+            "--drain-timeout",
+            "5s",
+        ])
+        .unwrap();
+        assert!(matches!(args.discovery().unwrap(), Discovery::Static(m) if m.len() == 2));
+        assert_eq!(args.replication_factor, 2);
+        assert_eq!(args.write_ack, WriteAck::One);
+        assert_eq!(args.drain_timeout, Duration::from_secs(5));
+        let args = Args::try_parse_from(["kcache-node", "--discovery", "kubernetes"]).unwrap();
+        assert!(args.discovery().unwrap_err().contains("--service"));
+        let args = Args::try_parse_from(["kcache-node", "--discovery", "static"]).unwrap();
+        assert!(args.discovery().unwrap_err().contains("--peers"));
     }
 
     #[test]

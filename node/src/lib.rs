@@ -2,6 +2,7 @@
 //! wiring that runs them. The binary only parses flags and calls [`server::serve`].
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod server;

@@ -24,6 +24,11 @@ async fn main() -> anyhow::Result<()> {
     let config = NodeConfig {
         node_id: args.node_id(),
         limits,
+        discovery: args.discovery().map_err(anyhow::Error::msg)?,
+        replication: args.replication_factor,
+        write_ack: args.write_ack,
+        drain_timeout: args.drain_timeout,
+        advertise: args.advertise_addr(),
     };
     serve(config, grpc, admin, shutdown_signal()).await?;
     Ok(())

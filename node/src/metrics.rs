@@ -28,7 +28,16 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     duration: HistogramVec,
+    members: IntGauge,
+    forwarded: IntCounterVec,
+    replication_errors: IntCounter,
+    handoff_entries: IntCounter,
+    handoff_bytes: IntCounter,
+    handoff_duration: prometheus::Histogram,
 }
+
+/// Handoff passes take from milliseconds (nothing moves) to minutes (gigabytes move).
+const HANDOFF_BUCKETS: &[f64] = &[0.01, 0.05, 0.25, 1.0, 5.0, 15.0, 60.0, 300.0];
 
 impl Metrics {
     pub fn new(store: Arc<Store>) -> Self {
@@ -51,10 +60,49 @@ impl Metrics {
             &["op"],
         )
         .expect("valid metric");
+        let members =
+            IntGauge::new("members", "Members this node places keys on.").expect("valid metric");
+        let forwarded = IntCounterVec::new(
+            Opts::new(
+                "forwarded_requests_total",
+                "Requests this node passed to a key's owner, by operation.",
+            ),
+            &["op"],
+        )
+        .expect("valid metric");
+        let replication_errors = IntCounter::new(
+            "replication_errors_total",
+            "Writes that could not be copied to one of the key's other owners.",
+        )
+        .expect("valid metric");
+        let handoff_entries = IntCounter::new(
+            "handoff_entries_total",
+            "Entries streamed to their new owners after membership changes.",
+        )
+        .expect("valid metric");
+        let handoff_bytes = IntCounter::new(
+            "handoff_bytes_total",
+            "Key and value bytes streamed to new owners.",
+        )
+        .expect("valid metric");
+        let handoff_duration = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "handoff_duration_seconds",
+                "Time of one handoff pass over the store.",
+            )
+            .buckets(HANDOFF_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn Collector>,
             Box::new(duration.clone()),
             Box::new(StoreCollector::new(store)),
+            Box::new(members.clone()),
+            Box::new(forwarded.clone()),
+            Box::new(replication_errors.clone()),
+            Box::new(handoff_entries.clone()),
+            Box::new(handoff_bytes.clone()),
+            Box::new(handoff_duration.clone()),
         ] {
             registry
                 .register(collector)
@@ -64,7 +112,31 @@ impl Metrics {
             registry,
             requests,
             duration,
+            members,
+            forwarded,
+            replication_errors,
+            handoff_entries,
+            handoff_bytes,
+            handoff_duration,
         }
+    }
+
+    pub fn set_members(&self, members: usize) {
+        self.members.set(members as i64);
+    }
+
+    pub fn forwarded(&self, op: &str) {
+        self.forwarded.with_label_values(&[op]).inc();
+    }
+
+    pub fn replication_error(&self) {
+        self.replication_errors.inc();
+    }
+
+    pub fn handoff(&self, entries: u64, bytes: u64, took: std::time::Duration) {
+        self.handoff_entries.inc_by(entries);
+        self.handoff_bytes.inc_by(bytes);
+        self.handoff_duration.observe(took.as_secs_f64());
     }
 
     /// Records one finished request.

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use kcache_client::proto::{self, cache_server::CacheServer};
+use kcache_client::placement::{Member, View};
+use kcache_client::proto::{self, cache_server::CacheServer, peer_server::PeerServer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::cluster::{Cluster, PeerService, WriteAck, kubernetes, membership, rebalance};
 use crate::metrics::Metrics;
 use crate::service::{CacheService, MAX_BATCH, NodeInfo};
 use crate::store::{Limits, Store};
@@ -23,11 +25,49 @@ const SWEEP_BUDGET: usize = 256;
 /// Room for the protobuf framing around the values of one request.
 const MESSAGE_SLACK: usize = 64 << 10;
 
+/// How long a restarted member of a static cluster may spend fetching its entries
+/// from its peers before it turns ready anyway.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a node learns its fellow members.
+#[derive(Debug, Clone)]
+pub enum Discovery {
+    /// This node alone.
+    None,
+    /// A fixed list (`--peers`).
+    Static(Vec<Member>),
+    /// A list the embedding program changes (tests scale clusters in-process).
+    Watch(watch::Receiver<Arc<View>>),
+    /// The EndpointSlices of a headless Service.
+    Kubernetes { service: String, namespace: String },
+}
+
 /// What a node is.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub node_id: String,
     pub limits: Limits,
+    pub discovery: Discovery,
+    pub replication: usize,
+    pub write_ack: WriteAck,
+    pub drain_timeout: Duration,
+    /// host:port peers reach this node at; the gRPC listener's address when unset.
+    pub advertise: Option<String>,
+}
+
+impl NodeConfig {
+    /// A node on its own with these limits.
+    pub fn single(node_id: impl Into<String>, limits: Limits) -> Self {
+        Self {
+            node_id: node_id.into(),
+            limits,
+            discovery: Discovery::None,
+            replication: 1,
+            write_ack: WriteAck::All,
+            drain_timeout: Duration::from_secs(30),
+            advertise: None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +78,8 @@ pub enum Error {
     Transport(#[from] tonic::transport::Error),
     #[error("reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("Kubernetes client: {0}")]
+    Kubernetes(#[from] kube::Error),
 }
 
 /// Serves until `shutdown` completes, then turns not-ready, stops accepting, lets
@@ -50,13 +92,24 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let store = Arc::new(Store::new(config.limits.clone()));
     let metrics = Metrics::new(store.clone());
+    let address = config
+        .advertise
+        .clone()
+        .unwrap_or(grpc.local_addr()?.to_string());
     let info = NodeInfo {
         node_id: config.node_id.clone(),
-        address: grpc.local_addr()?.to_string(),
+        address: address.clone(),
         started: Instant::now(),
     };
+    let me = Member {
+        id: config.node_id.clone(),
+        address,
+    };
+    let grpc_port = grpc.local_addr()?.port();
+    let cluster = Arc::new(start_membership(&config, me, grpc_port).await?);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let ready = Arc::new(AtomicBool::new(true));
+    let sync_first = matches!(config.discovery, Discovery::Static(_));
+    let ready = Arc::new(AtomicBool::new(!sync_first));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<CacheServer<CacheService>>().await;
@@ -70,18 +123,43 @@ pub async fn serve(
         store.clone(),
         metrics.clone(),
         info,
+        cluster.clone(),
         stop_rx.clone(),
     ))
     .max_decoding_message_size(max_message.max(16 << 20))
     .max_encoding_message_size(max_message.saturating_mul(MAX_BATCH));
 
+    let peer = PeerServer::new(PeerService::new(store.clone(), cluster.clone()))
+        .max_decoding_message_size(max_message.max(16 << 20));
+    let (placed_tx, placed_rx) = watch::channel(cluster.view().epoch());
+    tokio::spawn(rebalance::run(
+        store.clone(),
+        cluster.clone(),
+        metrics.clone(),
+        stop_rx.clone(),
+        placed_tx,
+    ));
+    if sync_first {
+        let (store, cluster, ready) = (store.clone(), cluster.clone(), ready.clone());
+        tokio::spawn(async move {
+            let synced =
+                tokio::time::timeout(SYNC_TIMEOUT, rebalance::sync_from_peers(&store, &cluster))
+                    .await;
+            tracing::info!(entries = ?synced.ok(), "synced from peers; ready");
+            ready.store(true, Ordering::Relaxed);
+        });
+    }
+
     tokio::spawn({
         let ready = ready.clone();
+        let cluster = cluster.clone();
+        let drain_timeout = config.drain_timeout;
         async move {
             shutdown.await;
-            tracing::info!("shutting down: not ready, finishing in-flight requests");
+            tracing::info!("shutting down: not ready, handing entries off");
             ready.store(false, Ordering::Relaxed);
             health.set_not_serving::<CacheServer<CacheService>>().await;
+            drain(&cluster, placed_rx, drain_timeout).await;
             let _ = stop_tx.send(true);
         }
     });
@@ -99,6 +177,7 @@ pub async fn serve(
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(cache)
+        .add_service(peer)
         .serve_with_incoming_shutdown(incoming(grpc), stopped(stop_rx.clone()));
     let admin_server = async {
         axum::serve(admin, crate::admin::router(metrics, ready))
@@ -111,6 +190,56 @@ pub async fn serve(
     admin_result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the membership source the config names and returns the cluster on it.
+async fn start_membership(
+    config: &NodeConfig,
+    me: Member,
+    grpc_port: u16,
+) -> Result<Cluster, Error> {
+    let (replication, ack) = (config.replication, config.write_ack);
+    Ok(match &config.discovery {
+        Discovery::None => Cluster::single(me),
+        Discovery::Static(members) => {
+            let (tx, rx) = membership::fixed(members.clone());
+            // The list never changes; the sender lives as long as the process.
+            std::mem::forget(tx);
+            Cluster::new(me, replication, ack, rx)
+        }
+        Discovery::Watch(rx) => Cluster::new(me, replication, ack, rx.clone()),
+        Discovery::Kubernetes { service, namespace } => {
+            let client = kube::Client::try_default().await?;
+            let (tx, rx) = watch::channel(Arc::new(View::default()));
+            let (service, namespace) = (service.clone(), namespace.clone());
+            tokio::spawn(async move {
+                kubernetes::watch_members(client, &namespace, &service, grpc_port, tx).await;
+            });
+            Cluster::new(me, replication, ack, rx)
+        }
+    })
+}
+
+/// Places keys without this node and waits until a handoff pass over that placement
+/// has finished, or `timeout`.
+async fn drain(cluster: &Cluster, mut placed: watch::Receiver<u64>, timeout: Duration) {
+    if cluster.is_single() {
+        return;
+    }
+    cluster.start_draining();
+    let started = Instant::now();
+    let finished = tokio::time::timeout(
+        timeout,
+        placed.wait_for(|&epoch| epoch == cluster.view().epoch()),
+    )
+    .await;
+    match finished {
+        Ok(_) => tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "drained"),
+        Err(_) => tracing::warn!(
+            ?timeout,
+            "drain timed out; exiting with entries not handed off"
+        ),
+    }
 }
 
 /// Accepted connections with Nagle's algorithm off (small replies must not wait for

@@ -1,28 +1,47 @@
-//! The `kcache.v1.Cache` gRPC service: translates requests into store calls and store
-//! errors into gRPC statuses. This is the only place that knows about `tonic::Status`.
+//! The `kcache.v1.Cache` gRPC service. Each request is served where its key lives:
+//! locally when this node owns the key, otherwise forwarded once to the owners (with
+//! hop metadata, so a forwarded request is never forwarded again). Writes are
+//! coordinated by the key's primary owner, which replicates them to the others.
+//! This is the only place that knows about `tonic::Status`.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use futures::StreamExt as _;
+use kcache_client::placement::Member;
 use kcache_client::proto::{
-    self, Command, GetRequest, GetResponse, IncrementRequest, IncrementResponse, Reply,
-    SetCondition, SetRequest, SetResponse, command, reply,
+    self, Command, DeleteRequest, DeleteResponse, GetRequest, GetResponse, IncrementRequest,
+    IncrementResponse, MultiGetRequest, MultiGetResponse, MultiSetRequest, MultiSetResponse,
+    ReplicateRequest, Reply, SetCondition, SetRequest, SetResponse, TouchRequest, TouchResponse,
+    VersionedEntry, cache_client::CacheClient, command, reply,
 };
 use tokio::sync::{mpsc, watch};
-use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::cluster::{Cluster, Placement, WriteAck, peers::to_proto};
 use crate::metrics::Metrics;
 use crate::store::{Condition, Entry, Store, StoreError, Ttl};
 
 /// Most keys one MultiGet or MultiSet may carry: large enough for any sensible batch,
-/// small enough that one request cannot hold a shard lock set for long or build a
-/// reply of gigabytes.
+/// small enough that one request cannot hold a node for long or build a reply of
+/// gigabytes.
 pub const MAX_BATCH: usize = 10_000;
 /// Replies a pipeline may have waiting for the client before it stops reading
 /// commands; bounds a pipeline's memory when its client reads slowly.
 const PIPELINE_BACKLOG: usize = 1024;
+/// Commands of one pipeline in flight at once (forwarded ones wait on peers).
+const PIPELINE_DEPTH: usize = 128;
+/// Metadata that marks a request a peer forwarded; such a request is served here.
+pub const HOP_HEADER: &str = "kcache-hop";
+/// Deadline of a forwarded request or a replication call: peers answer in
+/// microseconds, so a second means the peer is in trouble.
+const PEER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the service needs to know about the node it runs on.
 #[derive(Debug, Clone)]
@@ -39,29 +58,41 @@ pub struct CacheService {
     store: Arc<Store>,
     metrics: Metrics,
     node: NodeInfo,
+    cluster: Arc<Cluster>,
     /// Turns true when the node stops; open pipelines end then.
     stop: watch::Receiver<bool>,
 }
+
+type Call<Req, Resp> = fn(
+    CacheClient<Channel>,
+    Request<Req>,
+) -> Pin<Box<dyn Future<Output = Result<Response<Resp>, Status>> + Send>>;
 
 impl CacheService {
     pub fn new(
         store: Arc<Store>,
         metrics: Metrics,
         node: NodeInfo,
+        cluster: Arc<Cluster>,
         stop: watch::Receiver<bool>,
     ) -> Self {
         Self {
             store,
             metrics,
             node,
+            cluster,
             stop,
         }
     }
 
     /// Runs one operation and records its outcome.
-    fn observed<T>(&self, op: &str, f: impl FnOnce() -> Result<T, Status>) -> Result<T, Status> {
+    async fn observed<T>(
+        &self,
+        op: &str,
+        f: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
         let started = Instant::now();
-        let result = f();
+        let result = f.await;
         let code = result
             .as_ref()
             .map_or_else(Status::code, |_| tonic::Code::Ok);
@@ -69,80 +100,384 @@ impl CacheService {
         result
     }
 
-    fn get(&self, req: &GetRequest) -> Result<GetResponse, Status> {
-        let entry = self.store.get(&req.key).map_err(to_status)?;
-        Ok(get_response(entry))
+    /// Where `key` lives, or `None` when it is to be served here without asking
+    /// (a forwarded request, or a cluster of one).
+    fn place(&self, key: &[u8], forwarded: bool) -> Option<Placement> {
+        if forwarded || self.cluster.is_single() && !self.cluster.is_draining() {
+            return None;
+        }
+        Some(self.cluster.placement(key))
     }
 
-    fn set(&self, req: &SetRequest) -> Result<SetResponse, Status> {
-        let condition = condition(req)?;
-        let out = self
-            .store
-            .set(&req.key, &req.value, ttl(req.ttl_ms), condition)
+    /// Sends a request to the first of `targets` that answers; only UNAVAILABLE and
+    /// DEADLINE_EXCEEDED move on to the next.
+    async fn forward<Req: Clone, Resp>(
+        &self,
+        op: &str,
+        targets: impl IntoIterator<Item = &Member>,
+        message: Req,
+        call: Call<Req, Resp>,
+    ) -> Result<Resp, Status> {
+        let mut last = Status::unavailable("no owner of the key is reachable");
+        for member in targets {
+            let mut request = Request::new(message.clone());
+            request.set_timeout(PEER_TIMEOUT);
+            request
+                .metadata_mut()
+                .insert(HOP_HEADER, tonic::metadata::MetadataValue::from_static("1"));
+            match call(self.cluster.peers.cache(&member.address), request).await {
+                Ok(response) => {
+                    self.metrics.forwarded(op);
+                    return Ok(response.into_inner());
+                }
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                    ) =>
+                {
+                    tracing::debug!(peer = %member.id, %status, "owner unreachable");
+                    last = Status::unavailable(format!(
+                        "owner {} of the key is unreachable: {}",
+                        member.id,
+                        status.message()
+                    ));
+                }
+                Err(status) => return Err(status),
+            }
+        }
+        Err(last)
+    }
+
+    /// Copies the key's current state (or its deletion) to the other owners.
+    async fn replicate(&self, key: &Bytes, placement: Option<&Placement>) {
+        let Some(placement) = placement else { return };
+        let others: Vec<Member> = placement.others(&self.cluster.me.id).cloned().collect();
+        if others.is_empty() {
+            return;
+        }
+        let entry = match self.store.peek(key) {
+            Some(entry) => to_proto(crate::store::Versioned {
+                key: key.clone(),
+                value: entry.value,
+                version: entry.version,
+                ttl_ms: entry.ttl_ms,
+            }),
+            None => VersionedEntry {
+                key: key.clone(),
+                version: self.store.next_version(),
+                deleted: true,
+                ..VersionedEntry::default()
+            },
+        };
+        let (cluster, metrics) = (self.cluster.clone(), self.metrics.clone());
+        let send = async move {
+            let calls = others.iter().map(|member| {
+                let mut peer = cluster.peers.peer(&member.address);
+                let mut request = Request::new(ReplicateRequest {
+                    entries: vec![entry.clone()],
+                    from: cluster.me.id.clone(),
+                });
+                request.set_timeout(PEER_TIMEOUT);
+                async move { peer.replicate(request).await }
+            });
+            for result in futures::future::join_all(calls).await {
+                if let Err(status) = result {
+                    tracing::debug!(%status, "replication failed");
+                    metrics.replication_error();
+                }
+            }
+        };
+        match self.cluster.write_ack {
+            WriteAck::All => send.await,
+            WriteAck::One => {
+                tokio::spawn(send);
+            }
+        }
+    }
+
+    /// Runs a write where it belongs: here when this node is the primary owner (or the
+    /// first reachable one), otherwise at the owners in order.
+    async fn write<Req: Clone + Send, Resp>(
+        &self,
+        op: &str,
+        key: &Bytes,
+        forwarded: bool,
+        message: Req,
+        call: Call<Req, Resp>,
+        local: impl FnOnce(&Self, &Req) -> Result<Resp, Status>,
+    ) -> Result<Resp, Status> {
+        let placement = self.place(key, forwarded);
+        let me = self.cluster.me.id.as_str();
+        if let Some(p) = placement.as_ref().filter(|p| !p.primary) {
+            // Owners ahead of this node, in order; this node coordinates only if all
+            // of them are unreachable.
+            let ahead: Vec<&Member> = p.owners.iter().take_while(|m| m.id != me).collect();
+            let result = self.forward(op, ahead, message.clone(), call).await;
+            if !p.local || !matches!(&result, Err(s) if s.code() == tonic::Code::Unavailable) {
+                return result;
+            }
+        }
+        let reply = local(self, &message)?;
+        let replica_placement = placement.or_else(|| self.replica_placement(key, forwarded));
+        self.replicate(key, replica_placement.as_ref()).await;
+        Ok(reply)
+    }
+
+    /// A forwarded write is coordinated here; its replicas are the key's other owners.
+    fn replica_placement(&self, key: &[u8], forwarded: bool) -> Option<Placement> {
+        (forwarded && !self.cluster.is_single()).then(|| self.cluster.placement(key))
+    }
+
+    async fn get(&self, req: GetRequest, forwarded: bool) -> Result<GetResponse, Status> {
+        match self.place(&req.key, forwarded) {
+            Some(p) if !p.local => {
+                self.forward("get", &p.owners, req, |mut c, r| {
+                    Box::pin(async move { c.get(r).await })
+                })
+                .await
+            }
+            _ => Ok(get_response(self.store.get(&req.key).map_err(to_status)?)),
+        }
+    }
+
+    async fn set(&self, req: SetRequest, forwarded: bool) -> Result<SetResponse, Status> {
+        let condition = condition(&req)?;
+        self.store
+            .check_set(&req.key, &req.value, ttl(req.ttl_ms))
             .map_err(to_status)?;
-        Ok(SetResponse {
-            stored: out.stored,
-            version: out.version,
-        })
+        let key = req.key.clone();
+        self.write(
+            "set",
+            &key,
+            forwarded,
+            req,
+            |mut c, r| Box::pin(async move { c.set(r).await }),
+            move |this, req| {
+                let out = this
+                    .store
+                    .set(&req.key, &req.value, ttl(req.ttl_ms), condition)
+                    .map_err(to_status)?;
+                Ok(SetResponse {
+                    stored: out.stored,
+                    version: out.version,
+                })
+            },
+        )
+        .await
     }
 
-    fn delete(&self, req: &proto::DeleteRequest) -> Result<proto::DeleteResponse, Status> {
-        let deleted = self
-            .store
-            .delete(&req.key, req.if_version)
-            .map_err(to_status)?;
-        Ok(proto::DeleteResponse { deleted })
+    async fn delete(&self, req: DeleteRequest, forwarded: bool) -> Result<DeleteResponse, Status> {
+        let key = req.key.clone();
+        self.write(
+            "delete",
+            &key,
+            forwarded,
+            req,
+            |mut c, r| Box::pin(async move { c.delete(r).await }),
+            |this, req| {
+                let deleted = this
+                    .store
+                    .delete(&req.key, req.if_version)
+                    .map_err(to_status)?;
+                Ok(DeleteResponse { deleted })
+            },
+        )
+        .await
     }
 
-    fn touch(&self, req: &proto::TouchRequest) -> Result<proto::TouchResponse, Status> {
-        let found = self
-            .store
-            .touch(&req.key, ttl(req.ttl_ms))
-            .map_err(to_status)?;
-        Ok(proto::TouchResponse { found })
+    async fn touch(&self, req: TouchRequest, forwarded: bool) -> Result<TouchResponse, Status> {
+        let key = req.key.clone();
+        self.write(
+            "touch",
+            &key,
+            forwarded,
+            req,
+            |mut c, r| Box::pin(async move { c.touch(r).await }),
+            |this, req| {
+                let found = this
+                    .store
+                    .touch(&req.key, ttl(req.ttl_ms))
+                    .map_err(to_status)?;
+                Ok(TouchResponse { found })
+            },
+        )
+        .await
     }
 
-    fn increment(&self, req: &IncrementRequest) -> Result<IncrementResponse, Status> {
-        let (value, version) = self
-            .store
-            .incr(&req.key, req.delta, req.initial, ttl(req.ttl_ms))
-            .map_err(to_status)?;
-        Ok(IncrementResponse { value, version })
+    async fn increment(
+        &self,
+        req: IncrementRequest,
+        forwarded: bool,
+    ) -> Result<IncrementResponse, Status> {
+        let key = req.key.clone();
+        self.write(
+            "increment",
+            &key,
+            forwarded,
+            req,
+            |mut c, r| Box::pin(async move { c.increment(r).await }),
+            |this, req| {
+                let (value, version) = this
+                    .store
+                    .incr(&req.key, req.delta, req.initial, ttl(req.ttl_ms))
+                    .map_err(to_status)?;
+                Ok(IncrementResponse { value, version })
+            },
+        )
+        .await
     }
 
-    fn multi_set(&self, items: &[SetRequest]) -> Result<Vec<SetResponse>, Status> {
+    async fn multi_get(
+        &self,
+        keys: Vec<Bytes>,
+        forwarded: bool,
+    ) -> Result<Vec<GetResponse>, Status> {
+        check_batch(keys.len())?;
+        for (i, key) in keys.iter().enumerate() {
+            self.store
+                .check_key(key)
+                .map_err(|e| prefixed(&format!("keys[{i}]"), to_status(e)))?;
+        }
+        let mut replies = vec![GetResponse::default(); keys.len()];
+        let mut remote: HashMap<String, (Member, Vec<usize>)> = HashMap::new();
+        for (i, key) in keys.iter().enumerate() {
+            match self.place(key, forwarded) {
+                Some(p) if !p.local => {
+                    let primary = p.owners[0].clone();
+                    remote
+                        .entry(primary.id.clone())
+                        .or_insert((primary, vec![]))
+                        .1
+                        .push(i);
+                }
+                _ => replies[i] = get_response(self.store.get(key).map_err(to_status)?),
+            }
+        }
+        let groups = remote.into_values().map(|(member, indexes)| {
+            let subset = MultiGetRequest {
+                keys: indexes.iter().map(|&i| keys[i].clone()).collect(),
+            };
+            async move {
+                let result = self
+                    .forward("multi_get", [&member], subset, |mut c, r| {
+                        Box::pin(async move { c.multi_get(r).await })
+                    })
+                    .await;
+                (indexes, result)
+            }
+        });
+        for (indexes, result) in futures::future::join_all(groups).await {
+            match result {
+                Ok(reply) if reply.values.len() == indexes.len() => {
+                    for (i, value) in indexes.into_iter().zip(reply.values) {
+                        replies[i] = value;
+                    }
+                }
+                // The primary is down or answered oddly: each key goes its own way,
+                // which falls back to the next owner.
+                _ => {
+                    for i in indexes {
+                        replies[i] = Box::pin(self.get(
+                            GetRequest {
+                                key: keys[i].clone(),
+                            },
+                            false,
+                        ))
+                        .await?;
+                    }
+                }
+            }
+        }
+        Ok(replies)
+    }
+
+    async fn multi_set(
+        &self,
+        items: Vec<SetRequest>,
+        forwarded: bool,
+    ) -> Result<Vec<SetResponse>, Status> {
         check_batch(items.len())?;
         // Refuse the whole batch before writing any of it.
         for (i, item) in items.iter().enumerate() {
-            condition(item)
-                .map_err(|s| Status::new(s.code(), format!("items[{i}]: {}", s.message())))?;
+            let label = format!("items[{i}]");
+            condition(item).map_err(|s| prefixed(&label, s))?;
             self.store
                 .check_set(&item.key, &item.value, ttl(item.ttl_ms))
-                .map_err(|e| {
-                    let status = to_status(e);
-                    Status::new(status.code(), format!("items[{i}]: {}", status.message()))
-                })?;
+                .map_err(|e| prefixed(&label, to_status(e)))?;
         }
-        items.iter().map(|item| self.set(item)).collect()
+        let mut replies = vec![SetResponse::default(); items.len()];
+        let mut remote: HashMap<String, (Member, Vec<usize>)> = HashMap::new();
+        let mut local = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match self.place(&item.key, forwarded) {
+                Some(p) if !p.primary => {
+                    let primary = p.owners[0].clone();
+                    remote
+                        .entry(primary.id.clone())
+                        .or_insert((primary, vec![]))
+                        .1
+                        .push(i);
+                }
+                _ => local.push(i),
+            }
+        }
+        for i in local {
+            replies[i] = self.set(items[i].clone(), forwarded).await?;
+        }
+        let groups = remote.into_values().map(|(member, indexes)| {
+            let subset = MultiSetRequest {
+                items: indexes.iter().map(|&i| items[i].clone()).collect(),
+            };
+            async move {
+                let result = self
+                    .forward("multi_set", [&member], subset, |mut c, r| {
+                        Box::pin(async move { c.multi_set(r).await })
+                    })
+                    .await;
+                (indexes, result)
+            }
+        });
+        for (indexes, result) in futures::future::join_all(groups).await {
+            match result {
+                Ok(reply) if reply.results.len() == indexes.len() => {
+                    for (i, value) in indexes.into_iter().zip(reply.results) {
+                        replies[i] = value;
+                    }
+                }
+                Err(status) if status.code() != tonic::Code::Unavailable => return Err(status),
+                _ => {
+                    for i in indexes {
+                        replies[i] = Box::pin(self.set(items[i].clone(), false)).await?;
+                    }
+                }
+            }
+        }
+        Ok(replies)
     }
 
     /// Executes one pipelined command; errors become in-band replies.
-    fn execute(&self, command: Command) -> Reply {
+    async fn execute(&self, command: Command) -> Reply {
         let result = match command.op {
             Some(command::Op::Get(r)) => self
-                .observed("get", || self.get(&r))
+                .observed("get", self.get(r, false))
+                .await
                 .map(reply::Result::Get),
             Some(command::Op::Set(r)) => self
-                .observed("set", || self.set(&r))
+                .observed("set", self.set(r, false))
+                .await
                 .map(reply::Result::Set),
             Some(command::Op::Delete(r)) => self
-                .observed("delete", || self.delete(&r))
+                .observed("delete", self.delete(r, false))
+                .await
                 .map(reply::Result::Delete),
             Some(command::Op::Touch(r)) => self
-                .observed("touch", || self.touch(&r))
+                .observed("touch", self.touch(r, false))
+                .await
                 .map(reply::Result::Touch),
             Some(command::Op::Increment(r)) => self
-                .observed("increment", || self.increment(&r))
+                .observed("increment", self.increment(r, false))
+                .await
                 .map(reply::Result::Increment),
             None => Err(Status::invalid_argument(
                 "command has no op: set one of get, set, delete, touch, increment",
@@ -159,6 +494,29 @@ impl CacheService {
             result: Some(result),
         }
     }
+
+    fn node_stats(&self) -> proto::NodeStats {
+        let s = self.store.stats();
+        proto::NodeStats {
+            node_id: self.node.node_id.clone(),
+            items: s.items,
+            bytes: s.bytes,
+            limit_bytes: s.limit,
+            hits: s.hits,
+            misses: s.misses,
+            evictions: s.evictions,
+            expirations: s.expirations,
+            uptime_seconds: self.node.started.elapsed().as_secs(),
+        }
+    }
+}
+
+fn is_forwarded<T>(req: &Request<T>) -> bool {
+    req.metadata().contains_key(HOP_HEADER)
+}
+
+fn prefixed(label: &str, status: Status) -> Status {
+    Status::new(status.code(), format!("{label}: {}", status.message()))
 }
 
 fn get_response(entry: Option<Entry>) -> GetResponse {
@@ -225,28 +583,33 @@ type ReplyStream = Pin<Box<dyn Stream<Item = Result<Reply, Status>> + Send + 'st
 #[tonic::async_trait]
 impl proto::cache_server::Cache for CacheService {
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        self.observed("get", || self.get(req.get_ref()))
+        let forwarded = is_forwarded(&req);
+        self.observed("get", self.get(req.into_inner(), forwarded))
+            .await
             .map(Response::new)
     }
 
     async fn set(&self, req: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
-        self.observed("set", || self.set(req.get_ref()))
+        let forwarded = is_forwarded(&req);
+        self.observed("set", self.set(req.into_inner(), forwarded))
+            .await
             .map(Response::new)
     }
 
     async fn delete(
         &self,
-        req: Request<proto::DeleteRequest>,
-    ) -> Result<Response<proto::DeleteResponse>, Status> {
-        self.observed("delete", || self.delete(req.get_ref()))
+        req: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let forwarded = is_forwarded(&req);
+        self.observed("delete", self.delete(req.into_inner(), forwarded))
+            .await
             .map(Response::new)
     }
 
-    async fn touch(
-        &self,
-        req: Request<proto::TouchRequest>,
-    ) -> Result<Response<proto::TouchResponse>, Status> {
-        self.observed("touch", || self.touch(req.get_ref()))
+    async fn touch(&self, req: Request<TouchRequest>) -> Result<Response<TouchResponse>, Status> {
+        let forwarded = is_forwarded(&req);
+        self.observed("touch", self.touch(req.into_inner(), forwarded))
+            .await
             .map(Response::new)
     }
 
@@ -254,41 +617,32 @@ impl proto::cache_server::Cache for CacheService {
         &self,
         req: Request<IncrementRequest>,
     ) -> Result<Response<IncrementResponse>, Status> {
-        self.observed("increment", || self.increment(req.get_ref()))
+        let forwarded = is_forwarded(&req);
+        self.observed("increment", self.increment(req.into_inner(), forwarded))
+            .await
             .map(Response::new)
     }
 
     async fn multi_get(
         &self,
-        req: Request<proto::MultiGetRequest>,
-    ) -> Result<Response<proto::MultiGetResponse>, Status> {
-        self.observed("multi_get", || {
-            let keys = &req.get_ref().keys;
-            check_batch(keys.len())?;
-            let values = keys
-                .iter()
-                .enumerate()
-                .map(|(i, key)| {
-                    self.store
-                        .get(key)
-                        .map(get_response)
-                        .map_err(|e| Status::invalid_argument(format!("keys[{i}]: {e}")))
-                })
-                .collect::<Result<_, _>>()?;
-            Ok(proto::MultiGetResponse { values })
-        })
-        .map(Response::new)
+        req: Request<MultiGetRequest>,
+    ) -> Result<Response<MultiGetResponse>, Status> {
+        let forwarded = is_forwarded(&req);
+        let keys = req.into_inner().keys;
+        self.observed("multi_get", self.multi_get(keys, forwarded))
+            .await
+            .map(|values| Response::new(MultiGetResponse { values }))
     }
 
     async fn multi_set(
         &self,
-        req: Request<proto::MultiSetRequest>,
-    ) -> Result<Response<proto::MultiSetResponse>, Status> {
-        self.observed("multi_set", || {
-            let results = self.multi_set(&req.get_ref().items)?;
-            Ok(proto::MultiSetResponse { results })
-        })
-        .map(Response::new)
+        req: Request<MultiSetRequest>,
+    ) -> Result<Response<MultiSetResponse>, Status> {
+        let forwarded = is_forwarded(&req);
+        let items = req.into_inner().items;
+        self.observed("multi_set", self.multi_set(items, forwarded))
+            .await
+            .map(|results| Response::new(MultiSetResponse { results }))
     }
 
     type PipelineStream = ReplyStream;
@@ -297,19 +651,31 @@ impl proto::cache_server::Cache for CacheService {
         &self,
         req: Request<Streaming<Command>>,
     ) -> Result<Response<Self::PipelineStream>, Status> {
-        let mut commands = req.into_inner();
+        let commands = req.into_inner();
         let (tx, rx) = mpsc::channel(PIPELINE_BACKLOG);
         let service = self.clone();
         let stop = crate::server::stopped(self.stop.clone());
         tokio::spawn(async move {
+            // Commands run up to PIPELINE_DEPTH at a time; `buffered` yields their
+            // replies in command order.
+            let mut replies = commands
+                .map(|next| {
+                    let service = service.clone();
+                    async move {
+                        match next {
+                            Ok(command) => Ok(service.execute(command).await),
+                            Err(status) => Err(status),
+                        }
+                    }
+                })
+                .buffered(PIPELINE_DEPTH);
             tokio::pin!(stop);
             loop {
                 let next = tokio::select! {
-                    next = commands.next() => next,
+                    next = replies.next() => next,
                     () = &mut stop => break,
                 };
-                let Some(next) = next else { break };
-                let reply = next.map(|command| service.execute(command));
+                let Some(reply) = next else { break };
                 let failed = reply.is_err();
                 if tx.send(reply).await.is_err() || failed {
                     break;
@@ -321,24 +687,27 @@ impl proto::cache_server::Cache for CacheService {
 
     async fn stats(
         &self,
-        _req: Request<proto::StatsRequest>,
+        req: Request<proto::StatsRequest>,
     ) -> Result<Response<proto::StatsResponse>, Status> {
-        self.observed("stats", || {
-            let s = self.store.stats();
-            Ok(proto::StatsResponse {
-                nodes: vec![proto::NodeStats {
-                    node_id: self.node.node_id.clone(),
-                    items: s.items,
-                    bytes: s.bytes,
-                    limit_bytes: s.limit,
-                    hits: s.hits,
-                    misses: s.misses,
-                    evictions: s.evictions,
-                    expirations: s.expirations,
-                    uptime_seconds: self.node.started.elapsed().as_secs(),
-                }],
-            })
+        let forwarded = is_forwarded(&req);
+        self.observed("stats", async {
+            let mut nodes = vec![self.node_stats()];
+            if !forwarded && !self.cluster.is_single() {
+                // Every member's own figures, so one call shows the whole cluster.
+                let view = self.cluster.view();
+                let others = view.members().iter().filter(|m| m.id != self.cluster.me.id);
+                let calls = others.map(|member| {
+                    self.forward("stats", [member], proto::StatsRequest {}, |mut c, r| {
+                        Box::pin(async move { c.stats(r).await })
+                    })
+                });
+                for reply in futures::future::join_all(calls).await.into_iter().flatten() {
+                    nodes.extend(reply.nodes);
+                }
+            }
+            Ok(proto::StatsResponse { nodes })
         })
+        .await
         .map(Response::new)
     }
 
@@ -346,18 +715,23 @@ impl proto::cache_server::Cache for CacheService {
         &self,
         _req: Request<proto::TopologyRequest>,
     ) -> Result<Response<proto::TopologyResponse>, Status> {
-        // A single node (--discovery none): it is the only member and owns every key.
-        self.observed("topology", || {
+        self.observed("topology", async {
+            let view = self.cluster.view();
             Ok(proto::TopologyResponse {
-                members: vec![proto::Member {
-                    id: self.node.node_id.clone(),
-                    address: self.node.address.clone(),
-                    ready: true,
-                }],
-                replication_factor: 1,
-                epoch: 1,
+                members: view
+                    .members()
+                    .iter()
+                    .map(|m| proto::Member {
+                        id: m.id.clone(),
+                        address: m.address.clone(),
+                        ready: true,
+                    })
+                    .collect(),
+                replication_factor: self.cluster.replication as u32,
+                epoch: view.epoch(),
             })
         })
+        .await
         .map(Response::new)
     }
 }

@@ -129,6 +129,23 @@ pub enum StoreError {
     Overflow { value: i64, delta: i64 },
 }
 
+/// An entry with its key, as scanned for handoff or replicated between owners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub key: Bytes,
+    pub value: Bytes,
+    pub version: u64,
+    /// Remaining milliseconds; `None` when it never expires.
+    pub ttl_ms: Option<u64>,
+}
+
+/// Where a scan goes on: a shard and a slot in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanCursor {
+    shard: usize,
+    slot: u32,
+}
+
 /// Store-wide figures.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -199,9 +216,10 @@ impl Store {
         &self.limits
     }
 
-    /// The clock that issues versions; replication feeds it the versions it sees.
-    pub fn hlc(&self) -> &Hlc {
-        &self.hlc
+    /// A fresh version, above every version this store issued or applied (for a
+    /// replicated delete, which must win over the entry it removed).
+    pub fn next_version(&self) -> u64 {
+        self.hlc.next(self.clock.wall_ms())
     }
 
     fn shard_of(&self, hash: u64) -> usize {
@@ -222,7 +240,8 @@ impl Store {
         shard.published = shard.bytes;
     }
 
-    fn check_key(&self, key: &[u8]) -> Result<(), StoreError> {
+    /// Checks a key against the key limits.
+    pub fn check_key(&self, key: &[u8]) -> Result<(), StoreError> {
         let limit = self.limits.max_key_size;
         match key.len() {
             0 => Err(StoreError::EmptyKey { limit }),
@@ -409,6 +428,102 @@ impl Store {
         let id = shard.upsert(hash, key, text.as_bytes(), version, expires_at);
         self.make_room(index, shard, id, now);
         Ok((value, version))
+    }
+
+    /// The entry as it is, without counting a read (to replicate what a write left).
+    pub fn peek(&self, key: &[u8]) -> Option<Entry> {
+        let hash = self.hasher.hash(key);
+        let now = self.clock.monotonic_ms();
+        self.shards[self.shard_of(hash)].lock().peek(hash, key, now)
+    }
+
+    /// The TTL a write with `ttl` gets, in milliseconds (`None`: never expires).
+    pub fn resolve_ttl(&self, ttl: Ttl) -> Option<u64> {
+        match ttl {
+            Ttl::Default => self.limits.default_ttl.map(|d| d.as_millis() as u64),
+            Ttl::Never => None,
+            Ttl::After(d) => Some(d.as_millis() as u64),
+        }
+    }
+
+    /// Applies an entry written elsewhere, last writer wins: it replaces the local
+    /// entry only if its version is newer; at an equal version only the TTL is taken
+    /// (a replicated Touch). Returns whether anything changed.
+    pub fn apply(&self, entry: &Versioned) -> Result<bool, StoreError> {
+        let ttl = match entry.ttl_ms {
+            None => Ttl::Never,
+            Some(0) => return Ok(false), // expired in flight
+            Some(ms) => Ttl::After(Duration::from_millis(ms).min(MAX_TTL)),
+        };
+        self.check_set(&entry.key, &entry.value, ttl)?;
+        self.hlc.observe(entry.version);
+        let hash = self.hasher.hash(&entry.key);
+        let now = self.clock.monotonic_ms();
+        let index = self.shard_of(hash);
+        let mut shard = self.shards[index].lock();
+        let expires_at = self.expires_at(ttl, now);
+        match shard.find_live(hash, &entry.key, now) {
+            Some(id) if shard.version(id) > entry.version => {
+                self.publish(&mut shard);
+                Ok(false)
+            }
+            Some(id) if shard.version(id) == entry.version => {
+                shard.set_expiry(id, expires_at);
+                self.publish(&mut shard);
+                Ok(true)
+            }
+            _ => {
+                let id = shard.upsert(hash, &entry.key, &entry.value, entry.version, expires_at);
+                self.make_room(index, shard, id, now);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Applies a delete made elsewhere: removes the key unless the local entry is newer
+    /// than `version`. Returns whether it removed anything.
+    pub fn apply_delete(&self, key: &[u8], version: u64) -> Result<bool, StoreError> {
+        self.check_key(key)?;
+        self.hlc.observe(version);
+        let hash = self.hasher.hash(key);
+        let now = self.clock.monotonic_ms();
+        let mut shard = self.shards[self.shard_of(hash)].lock();
+        let removed = match shard.find_live(hash, key, now) {
+            Some(id) if shard.version(id) <= version => {
+                shard.delete(id, hash);
+                true
+            }
+            _ => false,
+        };
+        self.publish(&mut shard);
+        Ok(removed)
+    }
+
+    /// Copies out up to `max` live entries from `cursor` on, one shard lock at a time,
+    /// for handoff; returns the cursor to continue from, `None` when done. Entries
+    /// written during a scan may or may not be seen.
+    pub fn scan(&self, cursor: ScanCursor, max: usize) -> (Vec<Versioned>, Option<ScanCursor>) {
+        let now = self.clock.monotonic_ms();
+        let mut out = Vec::new();
+        let mut cursor = cursor;
+        while cursor.shard < SHARDS {
+            let next = self.shards[cursor.shard]
+                .lock()
+                .scan(cursor.slot, max, now, &mut out);
+            match next {
+                Some(slot) => {
+                    cursor.slot = slot;
+                    return (out, Some(cursor));
+                }
+                None => {
+                    cursor = ScanCursor {
+                        shard: cursor.shard + 1,
+                        slot: 0,
+                    }
+                }
+            }
+        }
+        (out, None)
     }
 
     /// Active expiry over every shard, `budget` slots each; returns entries removed.

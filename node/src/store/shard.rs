@@ -196,6 +196,42 @@ impl Shard {
         self.slot(id).value()
     }
 
+    /// Copies out up to `max` live entries from slot `from` on; returns where to go on,
+    /// or `None` at the end of the shard.
+    pub(crate) fn scan(
+        &self,
+        from: u32,
+        max: usize,
+        now: u64,
+        out: &mut Vec<super::Versioned>,
+    ) -> Option<u32> {
+        let mut id = from;
+        while id < self.high_water {
+            if out.len() >= max {
+                return Some(id);
+            }
+            let slot = self.slot(id);
+            if !slot.is_free() && !slot.is_expired(now) {
+                let entry = slot.entry(now);
+                out.push(super::Versioned {
+                    key: Bytes::copy_from_slice(slot.key()),
+                    value: entry.value,
+                    version: entry.version,
+                    ttl_ms: entry.ttl_ms,
+                });
+            }
+            id += 1;
+        }
+        None
+    }
+
+    /// The entry without counting a hit or feeding the sketch (replication reads).
+    pub(crate) fn peek(&self, hash: u64, key: &[u8], now: u64) -> Option<Entry> {
+        let id = self.find(hash, key)?;
+        let slot = self.slot(id);
+        (!slot.is_expired(now)).then(|| slot.entry(now))
+    }
+
     pub(crate) fn set_expiry(&mut self, id: u32, expires_at: u64) {
         self.slot_mut(id).expires_at = expires_at;
     }

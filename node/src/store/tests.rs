@@ -389,3 +389,85 @@ fn eviction_beats_lru_hit_ratio_on_a_zipf_trace_at_equal_memory() {
     let lru = lru_hit_ratio(&trace, capacity);
     assert!(ours > lru + 0.02, "kcache {ours:.4} vs LRU {lru:.4}");
 }
+
+fn versioned(key: &str, value: &str, version: u64) -> Versioned {
+    Versioned {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+        version,
+        ttl_ms: None,
+    }
+}
+
+#[test]
+fn apply_keeps_the_newest_version_whatever_the_arrival_order() {
+    let (store, _) = store();
+    assert!(store.apply(&versioned("k", "new", 20)).unwrap());
+    assert!(!store.apply(&versioned("k", "old", 10)).unwrap());
+    assert_eq!(store.get(b"k").unwrap().unwrap().value.as_ref(), b"new");
+    assert!(store.apply(&versioned("k", "newer", 30)).unwrap());
+    assert_eq!(store.get(b"k").unwrap().unwrap().version, 30);
+    // Local writes after an apply get higher versions than anything applied.
+    let local = store
+        .set(b"k", b"local", Ttl::Never, Condition::Always)
+        .unwrap();
+    assert!(local.version > 30);
+}
+
+#[test]
+fn apply_at_an_equal_version_takes_the_ttl_only() {
+    let (store, clock) = store();
+    store.apply(&versioned("k", "v", 5)).unwrap();
+    let touched = Versioned {
+        ttl_ms: Some(1_000),
+        ..versioned("k", "ignored", 5)
+    };
+    assert!(store.apply(&touched).unwrap());
+    assert_eq!(store.get(b"k").unwrap().unwrap().value.as_ref(), b"v");
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(store.get(b"k").unwrap(), None);
+}
+
+#[test]
+fn apply_delete_spares_a_newer_entry() {
+    let (store, _) = store();
+    store.apply(&versioned("k", "v", 50)).unwrap();
+    assert!(!store.apply_delete(b"k", 40).unwrap());
+    assert!(store.apply_delete(b"k", 50).unwrap());
+    assert_eq!(store.get(b"k").unwrap(), None);
+}
+
+#[test]
+fn a_scan_in_small_steps_sees_every_live_entry_once() {
+    let (store, clock) = store();
+    for i in 0..5_000u32 {
+        let ttl = if i % 5 == 0 { secs(1) } else { Ttl::Never };
+        store
+            .set(&i.to_be_bytes(), b"v", ttl, Condition::Always)
+            .unwrap();
+    }
+    clock.advance(Duration::from_secs(1));
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor = Some(ScanCursor::default());
+    while let Some(at) = cursor {
+        let (batch, next) = store.scan(at, 97);
+        assert!(batch.len() <= 97);
+        for entry in batch {
+            assert!(seen.insert(entry.key));
+        }
+        cursor = next;
+    }
+    assert_eq!(seen.len(), 4_000);
+}
+
+#[test]
+fn peek_reads_without_counting() {
+    let (store, _) = store();
+    store
+        .set(b"k", b"v", Ttl::Never, Condition::Always)
+        .unwrap();
+    assert!(store.peek(b"k").is_some());
+    assert!(store.peek(b"x").is_none());
+    let stats = store.stats();
+    assert_eq!((stats.hits, stats.misses), (0, 0));
+}

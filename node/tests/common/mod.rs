@@ -25,10 +25,7 @@ impl TestNode {
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (grpc_addr, admin_addr) = (grpc.local_addr().unwrap(), admin.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel();
-        let config = NodeConfig {
-            node_id: "test-node-0".into(),
-            limits,
-        };
+        let config = NodeConfig::single("test-node-0", limits);
         let task = tokio::spawn(serve(config, grpc, admin, async {
             let _ = stopped.await;
         }));

@@ -1,0 +1,280 @@
+//! Handoff: when the member set changes, every node streams the entries whose owner
+//! set gained a member to that member, then drops the entries it no longer owns. A
+//! draining node is a membership change of its own (it places keys without itself),
+//! so scale-down and rolling restarts go through the same path. A restarted member of
+//! a static cluster asks its peers for its entries (`sync_from_peers`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kcache_client::placement::View;
+use kcache_client::proto::{ReplicateRequest, ReplicateResponse, SyncRequest};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::Cluster;
+use super::peers::{BATCH, apply, to_proto};
+use crate::metrics::Metrics;
+use crate::store::{ScanCursor, Store, Versioned};
+
+/// Membership changes often come in bursts (a StatefulSet scaling by several pods);
+/// waiting this long after a change lets one handoff cover the burst.
+const SETTLE: Duration = Duration::from_millis(250);
+/// Attempts of one handoff pass before giving up on it until the next change.
+const ATTEMPTS: u32 = 5;
+/// First pause between attempts, doubled each time.
+const BACKOFF: Duration = Duration::from_millis(200);
+
+/// Outcome of one handoff pass.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Handoff {
+    pub sent: u64,
+    pub bytes: u64,
+    pub dropped: u64,
+    pub failed_targets: usize,
+}
+
+/// Moves entries for a change from `old` to `new` placement, in two passes over the
+/// store. First, entries this node keeps owning are streamed to members that newly
+/// own them too (new replicas). Then entries this node no longer owns are sent to
+/// their owners and removed here once acknowledged; doing that last also catches
+/// writes that reached this node while the change was spreading.
+pub async fn hand_off(store: &Arc<Store>, cluster: &Cluster, old: &View, new: &View) -> Handoff {
+    let r = cluster.replication;
+    let me = cluster.me.id.as_str();
+    let mut streams: HashMap<String, PeerStream> = HashMap::new();
+    let mut outcome = Handoff::default();
+    let mut cursor = Some(ScanCursor::default());
+    while let Some(at) = cursor {
+        let (batch, next) = store.scan(at, BATCH);
+        cursor = next;
+        let mut per_target: HashMap<&str, Vec<_>> = HashMap::new();
+        for entry in &batch {
+            let owners = new.owners(&entry.key, r);
+            if !owners.iter().any(|o| o.id == me) {
+                continue; // the second pass moves it
+            }
+            let old_owners = old.owners(&entry.key, r);
+            for owner in owners {
+                if owner.id != me && !old_owners.iter().any(|o| o.id == owner.id) {
+                    per_target
+                        .entry(owner.address.as_str())
+                        .or_default()
+                        .push(entry.clone());
+                }
+            }
+        }
+        for (address, entries) in per_target {
+            outcome.count(&entries);
+            let stream = streams
+                .entry(address.to_owned())
+                .or_insert_with(|| PeerStream::open(cluster, address));
+            let message = ReplicateRequest {
+                entries: entries.into_iter().map(to_proto).collect(),
+                from: me.to_owned(),
+            };
+            // A closed stream shows up as a failure when it is finished below.
+            let _ = stream.tx.send(message).await;
+        }
+    }
+    for (address, stream) in streams {
+        if let Err(err) = stream.finish().await {
+            tracing::warn!(peer = %address, %err, "handoff failed");
+            outcome.failed_targets += 1;
+        }
+    }
+    move_unowned(store, cluster, new, &mut outcome).await;
+    outcome
+}
+
+impl Handoff {
+    fn count(&mut self, entries: &[Versioned]) {
+        self.sent += entries.len() as u64;
+        self.bytes += entries
+            .iter()
+            .map(|e| (e.key.len() + e.value.len()) as u64)
+            .sum::<u64>();
+    }
+}
+
+/// Sends the entries `view` places elsewhere to all their owners and removes them
+/// here once every owner acknowledged (and only if unchanged since the scan).
+async fn move_unowned(store: &Store, cluster: &Cluster, view: &View, outcome: &mut Handoff) {
+    let me = cluster.me.id.as_str();
+    let mut cursor = Some(ScanCursor::default());
+    while let Some(at) = cursor {
+        let (batch, next) = store.scan(at, BATCH);
+        cursor = next;
+        let mut per_target: HashMap<&str, Vec<Versioned>> = HashMap::new();
+        let mut leaving = Vec::new();
+        for entry in batch {
+            let owners = view.owners(&entry.key, cluster.replication);
+            if owners.iter().any(|m| m.id == me) {
+                continue;
+            }
+            for owner in owners {
+                per_target
+                    .entry(owner.address.as_str())
+                    .or_default()
+                    .push(entry.clone());
+            }
+            leaving.push(entry);
+        }
+        let mut failed: Vec<&str> = Vec::new();
+        for (address, entries) in &per_target {
+            outcome.count(entries);
+            let request = ReplicateRequest {
+                entries: entries.iter().cloned().map(to_proto).collect(),
+                from: me.to_owned(),
+            };
+            if let Err(status) = cluster.peers.peer(address).replicate(request).await {
+                tracing::warn!(peer = %address, %status, "handoff failed");
+                failed.push(address);
+            }
+        }
+        outcome.failed_targets += failed.len();
+        for entry in leaving {
+            let delivered = view
+                .owners(&entry.key, cluster.replication)
+                .iter()
+                .all(|o| !failed.contains(&o.address.as_str()));
+            if delivered
+                && store
+                    .apply_delete(&entry.key, entry.version)
+                    .unwrap_or(false)
+            {
+                outcome.dropped += 1;
+            }
+        }
+    }
+}
+
+/// A client stream of entries to one peer; the channel bounds what is in flight.
+struct PeerStream {
+    tx: mpsc::Sender<ReplicateRequest>,
+    call: JoinHandle<Result<ReplicateResponse, tonic::Status>>,
+}
+
+impl PeerStream {
+    fn open(cluster: &Cluster, address: &str) -> Self {
+        let (tx, rx) = mpsc::channel(4);
+        let mut peer = cluster.peers.peer(address);
+        let call = tokio::spawn(async move {
+            peer.handoff(ReceiverStream::new(rx))
+                .await
+                .map(tonic::Response::into_inner)
+        });
+        Self { tx, call }
+    }
+
+    async fn finish(self) -> Result<ReplicateResponse, String> {
+        drop(self.tx);
+        match self.call.await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(status)) => Err(status.to_string()),
+            Err(join) => Err(join.to_string()),
+        }
+    }
+}
+
+/// Runs one handoff pass with retries; returns whether it completed.
+async fn pass(
+    store: &Arc<Store>,
+    cluster: &Cluster,
+    metrics: &Metrics,
+    old: &View,
+    new: &View,
+) -> bool {
+    let mut backoff = BACKOFF;
+    for attempt in 1..=ATTEMPTS {
+        let started = Instant::now();
+        let outcome = hand_off(store, cluster, old, new).await;
+        metrics.handoff(outcome.sent, outcome.bytes, started.elapsed());
+        tracing::info!(
+            attempt,
+            sent = outcome.sent,
+            dropped = outcome.dropped,
+            failed_targets = outcome.failed_targets,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            members = new.len(),
+            "handoff pass"
+        );
+        if outcome.failed_targets == 0 {
+            return true;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff *= 2;
+    }
+    false
+}
+
+/// Watches the membership (and this node's drain) and hands entries off on every
+/// change, until `stop`. `placed` reports the epoch of the view whose handoff last
+/// completed (a drain waits for its own).
+pub async fn run(
+    store: Arc<Store>,
+    cluster: Arc<Cluster>,
+    metrics: Metrics,
+    mut stop: watch::Receiver<bool>,
+    placed_epoch: watch::Sender<u64>,
+) {
+    let mut views = cluster.subscribe();
+    let mut drain = cluster.drain_events();
+    let mut placed = cluster.view();
+    metrics.set_members(placed.len());
+    loop {
+        tokio::select! {
+            changed = views.changed() => if changed.is_err() { return },
+            changed = drain.changed() => if changed.is_err() { return },
+            _ = stop.changed() => return,
+        }
+        tokio::time::sleep(SETTLE).await;
+        let next = cluster.view();
+        metrics.set_members(next.len());
+        if next.epoch() == placed.epoch() {
+            continue;
+        }
+        let addresses: Vec<&str> = next.members().iter().map(|m| m.address.as_str()).collect();
+        cluster.peers.retain(&addresses);
+        if pass(&store, &cluster, &metrics, &placed, &next).await {
+            placed_epoch.send_replace(next.epoch());
+            placed = next;
+        }
+    }
+}
+
+/// Asks every other member for the entries this node owns (after a restart in a
+/// static cluster, where membership does not change and no handoff comes).
+pub async fn sync_from_peers(store: &Store, cluster: &Cluster) -> u64 {
+    let view = cluster.view();
+    let calls = view
+        .members()
+        .iter()
+        .filter(|m| m.id != cluster.me.id)
+        .map(|m| {
+            let mut peer = cluster.peers.peer(&m.address);
+            let request = SyncRequest {
+                member_id: cluster.me.id.clone(),
+            };
+            async move {
+                let mut applied = 0;
+                let mut stream = match peer.sync(request).await {
+                    Ok(reply) => reply.into_inner(),
+                    Err(status) => {
+                        tracing::debug!(%status, "sync: peer unavailable");
+                        return 0;
+                    }
+                };
+                while let Some(Ok(batch)) = stream.next().await {
+                    for entry in batch.entries {
+                        applied += u64::from(apply(store, entry).unwrap_or(false));
+                    }
+                }
+                applied
+            }
+        });
+    futures::future::join_all(calls).await.into_iter().sum()
+}
