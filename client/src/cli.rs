@@ -93,10 +93,13 @@ async fn execute(
     out: &mut impl Write,
     err: &mut impl Write,
 ) -> Result<u8, Failure> {
-    let client = Client::builder(cli.addr)
+    let mut builder = Client::builder(cli.addr)
         .timeout(cli.timeout)
-        .connect()
-        .await?;
+        .smart(cli.smart);
+    if let Some(server) = cli.dns_server {
+        builder = builder.dns_server(server);
+    }
+    let client = builder.connect().await?;
     match cli.command {
         Command::Get { key, verbose } => get(&client, key, verbose, out, err).await,
         Command::Set(args) => set(&client, args, stdin, out).await,

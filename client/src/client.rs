@@ -1,14 +1,15 @@
-//! An async client for one kcache node: typed calls over the generated stub, with a
-//! per-call deadline and retries of UNAVAILABLE.
+//! An async client for a kcache cluster: typed calls over the generated stub, spread
+//! over the nodes by the balancer (round robin, or straight to a key's owners in
+//! smart mode), with a per-call deadline and retries of UNAVAILABLE on the next node.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::{future::Future, time::Duration};
 
 use bytes::Bytes;
-use tonic::{
-    Request, Response, Status,
-    transport::{Channel, Endpoint},
-};
+use tonic::{Request, Response, Status, transport::Channel};
 
+use crate::balancer::{Balancer, Discovery};
 use crate::{
     Error, SetOptions, SetOutcome, Ttl, Value, address,
     proto::{self, cache_client::CacheClient},
@@ -30,10 +31,15 @@ pub const INITIAL_BACKOFF: Duration = Duration::from_millis(25);
 /// Ceiling on one backoff, so a large retry count cannot turn into minute-long sleeps.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// A handle to one node. Cheap to clone; clones share one HTTP/2 connection.
+/// How often a `dns:///` client re-resolves its name (and a smart client refetches
+/// the topology): a pod that became ready takes traffic within this long.
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(5);
+
+/// A handle to a node or a cluster. Cheap to clone; clones share the connections (one
+/// HTTP/2 connection per node).
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: CacheClient<Channel>,
+    balancer: Arc<Balancer>,
     timeout: Duration,
     retries: u32,
 }
@@ -45,6 +51,9 @@ pub struct ClientBuilder {
     addr: String,
     timeout: Duration,
     retries: u32,
+    dns_server: Option<SocketAddr>,
+    smart: bool,
+    refresh: Duration,
 }
 
 impl ClientBuilder {
@@ -64,22 +73,53 @@ impl ClientBuilder {
         self
     }
 
-    /// Builds the client without dialing, so a client can exist before its node is up;
-    /// a connection failure surfaces as [`Error::Unavailable`] on the first call.
-    /// Async because the channel's background task must be spawned on a Tokio runtime.
-    ///
-    /// Only the address's form is checked here. A `dns:///` name is resolved when
-    /// connecting and one of its A records is used; round robin over all of them arrives
-    /// with the cluster work.
+    /// Resolve `dns:///` names with this DNS server rather than the system's.
+    pub fn dns_server(mut self, server: SocketAddr) -> Self {
+        self.dns_server = Some(server);
+        self
+    }
+
+    /// Smart routing: fetch the cluster's topology and send each key's calls straight
+    /// to its owners, saving the hop through a node that would forward them.
+    pub fn smart(mut self, smart: bool) -> Self {
+        self.smart = smart;
+        self
+    }
+
+    /// How often to re-resolve the name (and refetch the topology in smart mode).
+    pub fn refresh(mut self, every: Duration) -> Self {
+        self.refresh = every;
+        self
+    }
+
+    /// Builds the client. A `host:port` address is not dialed yet, so a client can
+    /// exist before its node is up (a connection failure surfaces as
+    /// [`Error::Unavailable`] on the first call). A `dns:///` name is resolved now,
+    /// and fails here when it has no addresses.
     pub async fn connect(self) -> Result<Client, Error> {
         let uri = address::endpoint_uri(&self.addr)?;
-        let endpoint = Endpoint::from_shared(uri).map_err(|e| Error::InvalidAddress {
-            addr: self.addr.clone(),
-            reason: e.to_string(),
-        })?;
-        let channel = endpoint.connect_timeout(self.timeout).connect_lazy();
+        let host_port = uri.trim_start_matches("http://");
+        let (host, port) = host_port
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h, p.parse().ok()?)))
+            .ok_or_else(|| Error::InvalidAddress {
+                addr: self.addr.clone(),
+                reason: "expected host:port".into(),
+            })?;
+        let discovery = Discovery {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port,
+            dns: self.addr.starts_with("dns:///"),
+            dns_server: self.dns_server,
+            smart: self.smart,
+            refresh: self.refresh,
+            connect_timeout: self.timeout,
+        };
         Ok(Client {
-            inner: CacheClient::new(channel),
+            balancer: Balancer::start(discovery).await?,
             timeout: self.timeout,
             retries: self.retries,
         })
@@ -99,13 +139,26 @@ impl Client {
             addr: addr.into(),
             timeout: DEFAULT_TIMEOUT,
             retries: DEFAULT_RETRIES,
+            dns_server: None,
+            smart: false,
+            refresh: DEFAULT_REFRESH,
         }
     }
 
-    /// The generated stub on the same connection, for what the typed methods do not
-    /// cover, chiefly the `Pipeline` stream. No deadline or retries are applied to it.
+    /// The generated stub on the next node's connection, for what the typed methods do
+    /// not cover, chiefly the `Pipeline` stream. No deadline or retries are applied.
     pub fn raw(&self) -> CacheClient<Channel> {
-        self.inner.clone()
+        self.balancer.pick(None, 0).1
+    }
+
+    /// The node addresses calls are spread over now.
+    pub fn addresses(&self) -> Vec<String> {
+        self.balancer.addresses()
+    }
+
+    /// Re-resolves the name and refetches the topology now.
+    pub async fn refresh(&self) -> Result<(), Error> {
+        self.balancer.refresh().await
     }
 
     /// Reads `key`; `None` on a miss, which is an answer rather than an error.
@@ -227,7 +280,7 @@ impl Client {
     /// Runs one unary RPC with the deadline, retrying UNAVAILABLE with backoff.
     async fn call<M, T, F, Fut>(&self, message: M, rpc: F) -> Result<T, Error>
     where
-        M: Clone,
+        M: Clone + Routed,
         F: Fn(CacheClient<Channel>, Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
@@ -241,25 +294,32 @@ impl Client {
         rpc: F,
     ) -> Result<T, Error>
     where
-        M: Clone,
+        M: Clone + Routed,
         F: Fn(CacheClient<Channel>, Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let mut backoff = INITIAL_BACKOFF;
         let mut retries_left = retries;
+        let mut attempt = 0;
         loop {
+            let (_, client) = self.balancer.pick(message.routing_key(), attempt);
             let mut request = Request::new(message.clone());
             request.set_timeout(self.timeout);
-            let attempt = tokio::time::timeout(self.timeout, rpc(self.inner.clone(), request));
-            let error = match attempt.await {
+            let call = tokio::time::timeout(self.timeout, rpc(client, request));
+            let error = match call.await {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
                 Ok(Err(status)) => Error::from_status(status, self.timeout),
                 Err(_elapsed) => Error::Timeout(self.timeout),
             };
+            if error.is_retryable() {
+                // The next attempt goes to the next node; the list is re-read soon.
+                self.balancer.failed();
+            }
             if retries_left == 0 || !error.is_retryable() {
                 return Err(error);
             }
             retries_left -= 1;
+            attempt += 1;
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
@@ -277,3 +337,33 @@ fn check_len(rpc: &str, expected: usize, got: usize) -> Result<(), Error> {
         )))
     }
 }
+
+/// Requests that concern one key, so a smart client can send them to its owners.
+pub(crate) trait Routed {
+    fn routing_key(&self) -> Option<&[u8]> {
+        None
+    }
+}
+
+macro_rules! routed_by_key {
+    ($($request:ty),*) => {$(
+        impl Routed for $request {
+            fn routing_key(&self) -> Option<&[u8]> {
+                Some(&self.key)
+            }
+        }
+    )*};
+}
+
+routed_by_key!(
+    proto::GetRequest,
+    proto::SetRequest,
+    proto::DeleteRequest,
+    proto::TouchRequest,
+    proto::IncrementRequest
+);
+
+impl Routed for proto::MultiGetRequest {}
+impl Routed for proto::MultiSetRequest {}
+impl Routed for proto::StatsRequest {}
+impl Routed for proto::TopologyRequest {}

@@ -14,6 +14,7 @@
 //! ```
 
 mod address;
+mod balancer;
 pub mod cli;
 mod client;
 mod error;
@@ -22,7 +23,8 @@ mod types;
 pub mod workload;
 
 pub use client::{
-    Client, ClientBuilder, DEFAULT_RETRIES, DEFAULT_TIMEOUT, INITIAL_BACKOFF, MAX_BACKOFF,
+    Client, ClientBuilder, DEFAULT_REFRESH, DEFAULT_RETRIES, DEFAULT_TIMEOUT, INITIAL_BACKOFF,
+    MAX_BACKOFF,
 };
 pub use error::{Error, code_name};
 pub use types::{Condition, SetOptions, SetOutcome, Ttl, Value};

@@ -11,7 +11,8 @@ use crate::{Condition, SetOptions, Ttl};
 #[derive(Debug, Parser)]
 #[command(name = "kcache", version, after_help = AFTER_HELP)]
 pub struct Cli {
-    /// The node: host:port, http://host:port or dns:///host:port.
+    /// The node, or a cluster's headless Service: host:port, http://host:port or
+    /// dns:///name:port (calls go round robin over every address the name has).
     #[arg(
         long,
         env = "KCACHE_ADDR",
@@ -28,6 +29,12 @@ pub struct Cli {
         value_parser = parse_timeout
     )]
     pub timeout: Duration,
+    /// Send each key's calls straight to its owner (fetches the cluster topology).
+    #[arg(long, env = "KCACHE_SMART", global = true)]
+    pub smart: bool,
+    /// Resolve dns:/// names with this DNS server (ip:port) instead of the system's.
+    #[arg(long, env = "KCACHE_DNS_SERVER", global = true)]
+    pub dns_server: Option<std::net::SocketAddr>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

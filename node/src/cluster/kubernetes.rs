@@ -71,12 +71,15 @@ pub async fn watch_members(
         .default_backoff()
         .boxed();
     while let Some(event) = events.next().await {
-        if let Err(err) = event {
-            tracing::warn!(%err, "EndpointSlice watch failed; retrying");
-            continue;
-        }
-        if reader.wait_until_ready().await.is_err() {
-            return;
+        match event {
+            Err(err) => {
+                tracing::warn!(%err, "EndpointSlice watch failed; retrying");
+                continue;
+            }
+            // Mid-(re)list: the reflector swaps in the new state at InitDone; until
+            // then it holds the previous one, which is what stays published.
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
+            Ok(_) => {}
         }
         let view = View::new(members_of(&reader.state(), port));
         let changed = views.send_if_modified(|current| {

@@ -1,0 +1,48 @@
+//! `kcache-local`: the local control plane for kcache. See the library for what it runs.
+
+use clap::{Parser, Subcommand};
+
+/// kcache's local control plane (an emulated Kubernetes API).
+#[derive(Debug, Parser)]
+#[command(name = "kcache-local", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Subcommands; `demo` joins them with the operator.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the control plane, write a kubeconfig, run until SIGINT or SIGTERM.
+    Up(kcache_e2e::local::UpArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Up(args) => kcache_e2e::local::up(args, interrupted()).await?,
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn interrupted() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
