@@ -1,0 +1,83 @@
+//! The operator and the node agree on the node's interface: the command line the
+//! operator renders for each example parses with the node's own flag parser into the
+//! settings the CacheCluster asked for.
+#![allow(clippy::unwrap_used)] // a test that cannot set up should fail loudly
+
+use std::time::Duration;
+
+use clap::Parser;
+use kcache_node::config::Args;
+use kcache_node::server::Discovery;
+use kcache_operator::build::BuildOptions;
+use kcache_operator::render::render;
+use serde_json::Value;
+
+/// The node container's command line from rendered YAML, with the downward-API
+/// variables expanded as the kubelet would.
+fn node_command_line(rendered: &str) -> Vec<String> {
+    let statefulset = rendered
+        .split("---\n")
+        .map(|doc| serde_yaml::from_str::<Value>(doc).unwrap())
+        .find(|doc| doc["kind"] == "StatefulSet")
+        .expect("a StatefulSet is rendered");
+    let container = &statefulset["spec"]["template"]["spec"]["containers"][0];
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| a.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default()
+    };
+    let namespace = statefulset["metadata"]["namespace"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    strings(&container["command"])
+        .into_iter()
+        .chain(strings(&container["args"]))
+        .map(|arg| {
+            arg.replace("$(POD_NAME)", "sessions-0")
+                .replace("$(POD_NAMESPACE)", &namespace)
+                .replace("$(POD_IP)", "10.1.2.3")
+        })
+        .collect()
+}
+
+#[test]
+fn the_production_example_renders_a_command_line_the_node_accepts() {
+    let rendered = render(
+        include_str!("../../examples/cachecluster-production.yaml"),
+        &BuildOptions::default(),
+    )
+    .unwrap();
+    let args = Args::try_parse_from(node_command_line(&rendered)).unwrap();
+    let limits = args.limits().unwrap();
+    assert_eq!(limits.max_memory, 3 << 30);
+    assert_eq!(limits.max_value_size, 1 << 20);
+    assert_eq!(limits.default_ttl, Some(Duration::from_secs(24 * 3600)));
+    assert_eq!(args.replication_factor, 2);
+    assert_eq!(args.drain_timeout, Duration::from_secs(120));
+    assert_eq!(args.node_id(), "sessions-0");
+    match args.discovery().unwrap() {
+        Discovery::Kubernetes { service, namespace } => {
+            assert_eq!(
+                (service.as_str(), namespace.as_str()),
+                ("sessions-headless", "cache")
+            );
+        }
+        other => panic!("expected kubernetes discovery, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_minimal_example_renders_a_command_line_the_node_accepts() {
+    let rendered = render(
+        include_str!("../../examples/cachecluster-minimal.yaml"),
+        &BuildOptions::default(),
+    )
+    .unwrap();
+    let args = Args::try_parse_from(node_command_line(&rendered)).unwrap();
+    assert!(args.limits().is_ok());
+    assert!(matches!(
+        args.discovery().unwrap(),
+        Discovery::Kubernetes { .. }
+    ));
+}
