@@ -3,6 +3,7 @@
 //! output buffers; `src/bin/kcache.rs` only parses and exits.
 
 mod args;
+pub mod bench;
 mod format;
 
 use std::io::{self, Read, Write};
@@ -47,6 +48,8 @@ pub fn exit_code(error: &Error) -> u8 {
 enum Failure {
     #[error(transparent)]
     Client(#[from] Error),
+    #[error("bench: {0}")]
+    Bench(#[from] bench::BenchError),
     #[error("reading the value from stdin: {0}")]
     Stdin(io::Error),
     #[error("writing output: {0}")]
@@ -56,7 +59,9 @@ enum Failure {
 impl Failure {
     fn exit_code(&self) -> u8 {
         match self {
-            Failure::Client(e) => exit_code(e),
+            Failure::Client(e) | Failure::Bench(bench::BenchError::Client(e)) => exit_code(e),
+            Failure::Bench(bench::BenchError::Usage(_)) => EXIT_USAGE,
+            Failure::Bench(_) => EXIT_UNAVAILABLE,
             Failure::Stdin(_) | Failure::Output(_) => EXIT_USAGE,
         }
     }
@@ -93,6 +98,10 @@ async fn execute(
     out: &mut impl Write,
     err: &mut impl Write,
 ) -> Result<u8, Failure> {
+    if let Command::Bench(args) = cli.command {
+        bench::run(*args, &cli.addr, cli.timeout, cli.smart, out).await?;
+        return Ok(EXIT_OK);
+    }
     let mut builder = Client::builder(cli.addr)
         .timeout(cli.timeout)
         .smart(cli.smart);
@@ -120,6 +129,7 @@ async fn execute(
             write!(out, "{}", format::topology_text(&client.topology().await?))?;
             Ok(EXIT_OK)
         }
+        Command::Bench(_) => unreachable!("handled before connecting"),
     }
 }
 

@@ -6,7 +6,8 @@
 /// of keys.
 #[derive(Debug, Clone)]
 pub struct Zipf {
-    cdf: Vec<f64>,
+    /// Shared, so many workers can draw from one table (`with_seed`) without copying it.
+    cdf: std::sync::Arc<[f64]>,
     rng: SplitMix64,
 }
 
@@ -23,7 +24,16 @@ impl Zipf {
             .collect();
         cdf.iter_mut().for_each(|c| *c /= total);
         Self {
-            cdf,
+            cdf: cdf.into(),
+            rng: SplitMix64(seed),
+        }
+    }
+
+    /// The same distribution drawn with another seed, sharing the table: one per
+    /// benchmark connection costs no extra memory.
+    pub fn with_seed(&self, seed: u64) -> Self {
+        Self {
+            cdf: self.cdf.clone(),
             rng: SplitMix64(seed),
         }
     }

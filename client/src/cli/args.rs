@@ -75,6 +75,8 @@ pub enum Command {
     Stats,
     /// Print the members, replication factor and epoch.
     Topology,
+    /// Drive load at kcache, Redis or memcached and report throughput and latency.
+    Bench(Box<super::bench::BenchArgs>),
 }
 
 /// Arguments of `set`.

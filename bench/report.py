@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Turns bench/run.sh's runs.jsonl into results.md, results.json and latency.png.
+
+Every figure is kcache's number next to Redis's and memcached's from the same run, and
+their ratios. The PNG needs matplotlib (bench/requirements.txt); without it the table
+and JSON are still written.
+"""
+import argparse
+import json
+import os
+import sys
+
+
+def load(path):
+    runs = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                r = json.loads(line)
+                runs[r["label"]] = r
+    return runs
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("runs")
+    ap.add_argument("out")
+    ap.add_argument("--cores", type=int, default=0)
+    ap.add_argument("--memory", type=int, default=64)
+    ap.add_argument("--hit-memory", type=int, default=32)
+    a = ap.parse_args()
+    runs = load(a.runs)
+
+    def ops(label):
+        r = runs.get(label)
+        return r["ops_per_s"] if r and r.get("ops") else None
+
+    def p99(label):
+        r = runs.get(label)
+        return r["p99_ms"] if r and r.get("ops") else None
+
+    def hit(label):
+        r = runs.get(label)
+        return r.get("hit_ratio") if r else None
+
+    def mib_per_million(sys):
+        r = runs.get(f"rss/{sys}")
+        if not r:
+            return None
+        return (r["rss_after_kib"] - r["rss_before_kib"]) / 1024 * 1_000_000 / r["items"]
+
+    # (figure, what, unit, kcache, redis, memcached, target text, met?)
+    rows = []
+
+    def row(fig, what, unit, k, r, m, target, met):
+        rows.append({
+            "figure": fig, "what": what, "unit": unit, "kcache": k, "redis": r,
+            "memcached": m, "vs_redis": ratio(k, r), "vs_memcached": ratio(k, m),
+            "target": target, "met": met,
+        })
+
+    for op in ("get", "set"):
+        k, r, m = ops(f"get/kcache" if op == "get" else "set/kcache"), ops(f"{op}/redis"), ops(f"{op}/memcached")
+        row(1, f"{op.upper()} ops/s, 50 conns, no pipelining", "ops/s", k, r, m,
+            ">= 1.0x Redis", None if r is None else k >= r)
+    r16, m16 = ops("batch/redis"), ops("batch/memcached")
+    for name, label in (("MultiGet of 16", "batch/kcache-multi"), ("Pipeline stream, depth 16", "batch/kcache-pipeline")):
+        k = ops(label)
+        row(2, f"{name} keys/s (others: pipeline depth 16)", "keys/s", k, r16, m16,
+            ">= 1.0x pipelined Redis", None if r16 is None or k is None else k >= r16)
+    k = p99("half/kcache")
+    row(3, "GET p99 at half of own peak", "ms", k, p99("half/redis"), p99("half/memcached"),
+        "<= 1 ms", None if k is None else k <= 1.0)
+    k, m = mib_per_million("kcache"), mib_per_million("memcached")
+    row(4, "RSS growth per 1M items (16 B keys, 100 B values)", "MiB", k, mib_per_million("redis"), m,
+        "<= memcached", None if m is None or k is None else k <= m)
+    k = hit("hit/kcache")
+    lru, lfu, mc = hit("hit/redis-lru"), hit("hit/redis-lfu"), hit("hit/memcached")
+    best_redis = max([x for x in (lru, lfu) if x is not None], default=None)
+    best = max([x for x in (lru, lfu, mc) if x is not None], default=None)
+    row(5, f"hit ratio, Zipf(0.99), {a.hit_memory} MiB each (Redis: best of lru/lfu)", "ratio",
+        k, best_redis, mc, ">= best of the others", None if best is None or k is None else k >= best)
+
+    single = {op: ops(f"{op}/kcache") for op in ("get", "set")}
+    cluster = []
+    for rf in (1, 2):
+        for mode in ("rr", "smart"):
+            for op in ("get", "set"):
+                v = ops(f"cluster/r{rf}/{mode}/{op}")
+                cluster.append({"replication": rf, "mode": "round robin" if mode == "rr" else "smart",
+                                "op": op.upper(), "ops_per_s": v, "p99_ms": p99(f"cluster/r{rf}/{mode}/{op}"),
+                                "vs_one_node": ratio(v, single[op])})
+
+    busy = [runs.get(f"load-average/{w}", {}).get("value") for w in ("start", "end")]
+    extra = {
+        "load_average_start_end": busy,
+        "redis_lru_hit_ratio": lru, "redis_lfu_hit_ratio": lfu,
+        "p99_at_peak_ms": {s: p99(f"get/{s}") for s in ("kcache", "redis", "memcached")},
+    }
+    result = {"cores": a.cores, "memory_mib": a.memory, "figures": rows, "cluster": cluster,
+              "extra": extra, "runs": list(runs.values())}
+    for r in result["runs"]:
+        r.pop("servers", None)
+    with open(os.path.join(a.out, "results.json"), "w") as f:
+        json.dump(result, f, indent=1)
+
+    def fmt(v, unit):
+        if v is None:
+            return "-"
+        if unit in ("ops/s", "keys/s"):
+            return f"{v:,.0f}"
+        if unit == "ratio":
+            return f"{v:.4f}"
+        return f"{v:.2f}"
+
+    def fr(v):
+        return "-" if v is None else f"{v:.2f}x"
+
+    lines = [
+        f"| # | figure | kcache | Redis | memcached | kcache/Redis | kcache/memcached | target | met |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        met = {True: "yes", False: "**no**", None: "-"}[r["met"]]
+        lines.append(f"| {r['figure']} | {r['what']} ({r['unit']}) | {fmt(r['kcache'], r['unit'])} | "
+                     f"{fmt(r['redis'], r['unit'])} | {fmt(r['memcached'], r['unit'])} | {fr(r['vs_redis'])} | "
+                     f"{fr(r['vs_memcached'])} | {r['target']} | {met} |")
+    lines += ["", f"Load average at the start and end of the run: {busy[0]} / {busy[1]} "
+              f"({a.cores} cores; servers on core 0, load generator on core 1)."]
+    lines += ["", f"Redis allkeys-lru hit ratio {fmt(lru, 'ratio')}, allkeys-lfu {fmt(lfu, 'ratio')}.", "",
+              "| 6: 3-node cluster | op | ops/s | p99 ms | vs one node |", "|---|---|---:|---:|---:|"]
+    for c in cluster:
+        lines.append(f"| R={c['replication']}, {c['mode']} | {c['op']} | {fmt(c['ops_per_s'], 'ops/s')} | "
+                     f"{fmt(c['p99_ms'], 'ms')} | {fr(c['vs_one_node'])} |")
+    with open(os.path.join(a.out, "results.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no latency.png", file=sys.stderr)
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
+    for ax, prefix, title in ((axes[0], "get", "GET, 50 connections, closed loop (peak)"),
+                              (axes[1], "half", "GET at half of each system's peak")):
+        for sys, color in (("kcache", "tab:blue"), ("redis", "tab:red"), ("memcached", "tab:green")):
+            r = runs.get(f"{prefix}/{sys}")
+            if not r or not r.get("ops"):
+                continue
+            ps = [p["p"] for p in r["percentiles"] if p["p"] < 100]
+            ms = [p["ms"] for p in r["percentiles"] if p["p"] < 100]
+            xs = [1 / (1 - p / 100) for p in ps]
+            ax.plot(xs, ms, marker="o", color=color, label=f"{sys} ({r['ops_per_s']:,.0f} ops/s)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks([2, 10, 100, 1000, 10000])
+        ax.set_xticklabels(["p50", "p90", "p99", "p99.9", "p99.99"])
+        ax.set_xlabel("percentile")
+        ax.set_ylabel("latency (ms)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"kcache vs Redis vs memcached, one machine, {a.cores} cores "
+                 "(servers on core 0, load generator on core 1)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(os.path.join(a.out, "latency.png"), dpi=90)
+
+
+if __name__ == "__main__":
+    main()

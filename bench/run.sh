@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# kcache side by side with Redis and memcached: installs and starts both (127.0.0.1
+# only, the same memory limit as the kcache node), drives all three with `kcache bench`,
+# and writes results.md, results.json and latency.png under bench/results/.
+#
+#   bench/run.sh            the full run (about 8 minutes on 2 cores)
+#   bench/run.sh --smoke    seconds long, tiny data; CI runs this (never asserts timing)
+#
+# Env: OUT (results folder), DURATION (per measurement, default 8s), MEMORY (MiB limit
+# of every server in the throughput figures, default 64).
+# On a machine with 2+ cores the servers share core 0 and the load generator gets
+# core 1 (taskset), the same for all three systems, so neither side starves the other.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+smoke=0
+[[ "${1:-}" == "--smoke" ]] && smoke=1
+
+if [[ $smoke == 1 ]]; then
+  OUT=${OUT:-$(mktemp -d)}
+  DURATION=${DURATION:-1s}
+  KEYS=2000; MEM_ITEMS=20000; HIT_KEYS=20000; HIT_MEMORY=2; HIT_REQUESTS=20000
+else
+  OUT=${OUT:-$ROOT/bench/results}
+  DURATION=${DURATION:-8s}
+  KEYS=100000; MEM_ITEMS=1000000; HIT_KEYS=2000000; HIT_MEMORY=32; HIT_REQUESTS=2000000
+fi
+MEMORY=${MEMORY:-64}
+# Generous hard bound on any one benchmark process; a healthy run never gets near it.
+BOUND=300
+mkdir -p "$OUT"
+RUNS=$OUT/runs.jsonl
+: > "$RUNS"
+
+# --- what we need --------------------------------------------------------------------
+if ! command -v redis-server >/dev/null || ! command -v memcached >/dev/null; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    apt-get update -qq >/dev/null || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server memcached >/dev/null || true
+  fi
+fi
+have_redis=0; have_memcached=0
+command -v redis-server >/dev/null && have_redis=1
+command -v memcached >/dev/null && have_memcached=1
+if [[ $smoke == 0 && ($have_redis == 0 || $have_memcached == 0) ]]; then
+  echo "redis-server and memcached are needed (apt-get install redis-server memcached)" >&2
+  exit 1
+fi
+
+cargo build --release --quiet -p kcache-client -p kcache-node
+KCACHE=$ROOT/target/release/kcache
+NODE=$ROOT/target/release/kcache-node
+
+if [[ $(nproc) -ge 2 ]] && command -v taskset >/dev/null; then
+  SERVER_CPU=(taskset -c 0); CLIENT_CPU=(taskset -c 1)
+else
+  SERVER_CPU=(); CLIENT_CPU=()
+fi
+
+# --- servers -------------------------------------------------------------------------
+REDIS_ADDR=127.0.0.1:16379
+MEMCACHED_ADDR=127.0.0.1:21211
+KCACHE_ADDR=127.0.0.1:17100
+PIDS=()
+stop_all() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  PIDS=()
+}
+trap stop_all EXIT
+
+wait_port() { # host port
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on $1:$2" >&2
+  return 1
+}
+
+start_kcache() { # MiB
+  "${SERVER_CPU[@]}" "$NODE" --grpc-addr $KCACHE_ADDR --admin-addr 127.0.0.1:17101 \
+    --max-memory "${1}MiB" --log warn >"$OUT/kcache.log" 2>&1 &
+  PIDS+=($!); SERVER=$!
+  wait_port 127.0.0.1 17100
+}
+start_redis() { # MiB policy
+  "${SERVER_CPU[@]}" redis-server --bind 127.0.0.1 --port 16379 --save '' --appendonly no \
+    --maxmemory "${1}mb" --maxmemory-policy "$2" --protected-mode yes \
+    >"$OUT/redis.log" 2>&1 &
+  PIDS+=($!); SERVER=$!
+  wait_port 127.0.0.1 16379
+}
+start_memcached() { # MiB
+  # -t 1: one worker thread, like Redis's one event loop, on the same one core.
+  "${SERVER_CPU[@]}" memcached -l 127.0.0.1 -p 21211 -U 0 -m "$1" -t 1 -u "$(id -un)" \
+    >"$OUT/memcached.log" 2>&1 &
+  PIDS+=($!); SERVER=$!
+  wait_port 127.0.0.1 21211
+}
+start() { # system MiB [redis policy]
+  case $1 in
+    kcache) start_kcache "$2" ;;
+    redis) start_redis "$2" "${3:-allkeys-lru}" ;;
+    memcached) start_memcached "$2" ;;
+  esac
+}
+addr_of() {
+  case $1 in kcache) echo $KCACHE_ADDR ;; redis) echo $REDIS_ADDR ;; memcached) echo $MEMCACHED_ADDR ;; esac
+}
+# The fastest way to fill each system: its own batched path.
+loader_of() {
+  case $1 in kcache) echo kcache-pipeline ;; *) echo "$1" ;; esac
+}
+
+bench() { # label target servers [bench args...]
+  local label=$1 target=$2 servers=$3; shift 3
+  echo "-- $label" >&2
+  timeout $BOUND "${CLIENT_CPU[@]}" "$KCACHE" bench --json --label "$label" \
+    --target "$target" --servers "$servers" "$@" >>"$RUNS"
+}
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+load_average() { cut -d' ' -f1 /proc/loadavg; }
+
+systems=(kcache)
+[[ $have_redis == 1 ]] && systems+=(redis)
+[[ $have_memcached == 1 ]] && systems+=(memcached)
+echo "systems: ${systems[*]}; results in $OUT" >&2
+# Other work on the machine skews every figure; the report shows how busy it was.
+echo "{\"label\": \"load-average/start\", \"value\": $(load_average)}" >>"$RUNS"
+
+# --- 1-3: throughput and latency at a fixed memory limit -----------------------------
+# All three servers run at once (idle ones cost nothing) and every figure measures the
+# systems back to back, so whatever else the machine does hits all of them alike.
+for sys in "${systems[@]}"; do
+  start "$sys" "$MEMORY"
+  bench "load/$sys" "$(loader_of "$sys")" "$(addr_of "$sys")" --workload load --keys $KEYS --depth 16
+done
+for op in get set; do
+  for sys in "${systems[@]}"; do
+    bench "$op/$sys" "$sys" "$(addr_of "$sys")" --workload $op --keys $KEYS --duration "$DURATION"
+  done
+done
+for sys in "${systems[@]}"; do
+  peak=$(grep -F "\"label\":\"get/$sys\"" "$RUNS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ops_per_s"])')
+  bench "half/$sys" "$sys" "$(addr_of "$sys")" --workload get --keys $KEYS --duration "$DURATION" \
+    --rate "$(python3 -c "print(max(1.0, $peak / 2))")"
+done
+for sys in "${systems[@]}"; do
+  if [[ $sys == kcache ]]; then
+    bench "batch/kcache-multi" kcache-multi "$KCACHE_ADDR" --workload get --keys $KEYS --depth 16 --duration "$DURATION"
+    bench "batch/kcache-pipeline" kcache-pipeline "$KCACHE_ADDR" --workload get --keys $KEYS --depth 16 --duration "$DURATION"
+  else
+    bench "batch/$sys" "$sys" "$(addr_of "$sys")" --workload get --keys $KEYS --depth 16 --duration "$DURATION"
+  fi
+done
+stop_all
+
+# --- 4: memory per item --------------------------------------------------------------
+# A limit far above what the items need, so nothing is evicted.
+for sys in "${systems[@]}"; do
+  start "$sys" 4096
+  before=$(rss_kib "$SERVER")
+  bench "memory/$sys" "$(loader_of "$sys")" "$(addr_of "$sys")" --workload load --keys $MEM_ITEMS --depth 16
+  after=$(rss_kib "$SERVER")
+  echo "{\"label\": \"rss/$sys\", \"items\": $MEM_ITEMS, \"rss_before_kib\": $before, \"rss_after_kib\": $after}" >>"$RUNS"
+  stop_all
+done
+
+# --- 5: hit ratio at equal memory ----------------------------------------------------
+hit_systems=()
+for sys in "${systems[@]}"; do
+  if [[ $sys == redis ]]; then hit_systems+=(redis:allkeys-lru redis:allkeys-lfu); else hit_systems+=("$sys"); fi
+done
+for entry in "${hit_systems[@]}"; do
+  sys=${entry%%:*}; policy=${entry#*:}
+  start "$sys" $HIT_MEMORY "$policy"
+  name=$sys; [[ $sys == redis ]] && name="redis-${policy#allkeys-}"
+  bench "hit/$name" "$(loader_of "$sys")" "$(addr_of "$sys")" --workload cache-aside \
+    --keys $HIT_KEYS --dist zipf:0.99 --requests $HIT_REQUESTS --duration 600s --depth 16 --seed 7
+  stop_all
+done
+
+# --- 6: a 3-node cluster -------------------------------------------------------------
+peers=n1=127.0.0.2:17100,n2=127.0.0.3:17100,n3=127.0.0.4:17100
+cluster=127.0.0.2:17100,127.0.0.3:17100,127.0.0.4:17100
+for r in 1 2; do
+  for i in 1 2 3; do
+    ip=127.0.0.$((i + 1))
+    "${SERVER_CPU[@]}" "$NODE" --node-id "n$i" --grpc-addr "$ip:17100" --admin-addr "$ip:17101" \
+      --discovery static --peers $peers --replication-factor $r --max-memory "${MEMORY}MiB" \
+      --log warn >"$OUT/cluster-n$i.log" 2>&1 &
+    PIDS+=($!)
+  done
+  for i in 1 2 3; do wait_port "127.0.0.$((i + 1))" 17100; done
+  sleep 1 # let the members see each other before the load
+  bench "cluster-load/r$r" kcache-pipeline $cluster --workload load --keys $KEYS --depth 16
+  for mode in rr smart; do
+    flag=(); [[ $mode == smart ]] && flag=(--smart)
+    for op in get set; do
+      echo "-- cluster/r$r/$mode/$op" >&2
+      timeout $BOUND "${CLIENT_CPU[@]}" "$KCACHE" "${flag[@]}" bench --json \
+        --label "cluster/r$r/$mode/$op" --target kcache --servers $cluster \
+        --workload $op --keys $KEYS --duration "$DURATION" >>"$RUNS"
+    done
+  done
+  stop_all
+done
+
+echo "{\"label\": \"load-average/end\", \"value\": $(load_average)}" >>"$RUNS"
+
+# --- the report ----------------------------------------------------------------------
+PY=python3
+[[ -x $ROOT/.venv/bin/python ]] && PY=$ROOT/.venv/bin/python
+if [[ $smoke == 0 ]]; then
+  "$PY" -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt || true
+fi
+"$PY" bench/report.py "$RUNS" "$OUT" --cores "$(nproc)" --memory "$MEMORY" --hit-memory "$HIT_MEMORY"
+echo "wrote $OUT/results.md, $OUT/results.json$([[ -f $OUT/latency.png ]] && echo ", $OUT/latency.png")" >&2
