@@ -6,7 +6,8 @@
 //!
 //! - [`apiserver`]: the Kubernetes API (discovery, CRUD, watch, patches, server-side
 //!   apply, subresources, CRDs, finalizers, garbage collection, Tables);
-//! - [`local`]: the `kcache-local` command (`up` writes a kubeconfig and serves).
+//! - [`local`]: the `kcache-local` command (`up` writes a kubeconfig, serves, and runs
+//!   the operator).
 //!
 //! The StatefulSet controller, kubelet, EndpointSlice controller and DNS emulation come
 //! next, as in-process controllers over [`apiserver::Cluster`] and its subscriptions.
@@ -28,4 +29,10 @@ pub enum Error {
     /// The kubeconfig could not be rendered.
     #[error("kubeconfig: {0}")]
     Kubeconfig(#[from] serde_yaml::Error),
+    /// Talking to the emulator as a client failed (registering the CRD).
+    #[error("Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+    /// The operator stopped with an error.
+    #[error("operator: {0}")]
+    Operator(String),
 }

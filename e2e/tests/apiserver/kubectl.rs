@@ -394,6 +394,34 @@ async fn kcache_local_up_serves_kubectl_until_terminated() {
         "{names} {}",
         String::from_utf8_lossy(&output.stderr)
     );
+    // `up` runs the operator too: a CacheCluster applied with kubectl becomes a
+    // StatefulSet of cache nodes.
+    let run = |args: &[&str]| {
+        let mut command = Command::new(&binary);
+        command
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--cache-dir")
+            .arg(dir.path().join("cache"))
+            .args(args)
+            .env("HOME", dir.path());
+        async move { command.output().await.unwrap() }
+    };
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/cachecluster-minimal.yaml"
+    );
+    let applied = run(&["apply", "-f", example]).await;
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    crate::support::eventually("the operator creates the StatefulSet", || async {
+        let got = run(&["get", "statefulset", "demo", "-o", "name"]).await;
+        String::from_utf8_lossy(&got.stdout).contains("statefulset.apps/demo")
+    })
+    .await;
     terminate(up.id().unwrap());
     let status = tokio::time::timeout(Duration::from_secs(5), up.wait())
         .await
