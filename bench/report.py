@@ -147,6 +147,7 @@ def main():
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         print("matplotlib not installed: no latency.png", file=sys.stderr)
         return
@@ -165,6 +166,9 @@ def main():
         ax.set_yscale("log")
         ax.set_xticks([2, 10, 100, 1000, 10000])
         ax.set_xticklabels(["p50", "p90", "p99", "p99.9", "p99.99"])
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+            lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
         ax.set_xlabel("percentile")
         ax.set_ylabel("latency (ms)")
         ax.set_title(title, fontsize=10)

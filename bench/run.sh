@@ -48,9 +48,16 @@ if [[ $smoke == 0 && ($have_redis == 0 || $have_memcached == 0) ]]; then
   exit 1
 fi
 
-cargo build --release --quiet -p kcache-client -p kcache-node
-KCACHE=$ROOT/target/release/kcache
-NODE=$ROOT/target/release/kcache-node
+# The smoke run reuses the debug build `cargo test` has just made; figures need release.
+if [[ $smoke == 1 ]]; then
+  cargo build --quiet -p kcache-client -p kcache-node
+  BIN=$ROOT/target/debug
+else
+  cargo build --release --quiet -p kcache-client -p kcache-node
+  BIN=$ROOT/target/release
+fi
+KCACHE=$BIN/kcache
+NODE=$BIN/kcache-node
 
 if [[ $(nproc) -ge 2 ]] && command -v taskset >/dev/null; then
   SERVER_CPU=(taskset -c 0); CLIENT_CPU=(taskset -c 1)
@@ -190,6 +197,7 @@ for r in 1 2; do
     ip=127.0.0.$((i + 1))
     "${SERVER_CPU[@]}" "$NODE" --node-id "n$i" --grpc-addr "$ip:17100" --admin-addr "$ip:17101" \
       --discovery static --peers $peers --replication-factor $r --max-memory "${MEMORY}MiB" \
+      --drain-timeout 1s \
       --log warn >"$OUT/cluster-n$i.log" 2>&1 &
     PIDS+=($!)
   done
