@@ -98,13 +98,25 @@ def main():
                                 "op": op.upper(), "ops_per_s": v, "p99_ms": p99(f"cluster/r{rf}/{mode}/{op}"),
                                 "vs_one_node": ratio(v, single[op])})
 
+    # CPU per operation: what a GET or SET costs the server and the load generator,
+    # far less skewed by other load on the machine than throughput is.
+    cpu = []
+    for label in ("get", "set", "batch"):
+        for sys in ("kcache", "kcache-multi", "kcache-pipeline", "redis", "memcached"):
+            r = runs.get(f"{label}/{sys}")
+            s = runs.get(f"server-cpu/{label}/{sys}")
+            if not r or not r.get("ops"):
+                continue
+            cpu.append({"run": f"{label}/{sys}", "ops": r["ops"],
+                        "server_us_per_op": s["cpu_s"] / r["ops"] * 1e6 if s else None,
+                        "client_us_per_op": r["client_cpu_s"] / r["ops"] * 1e6 if r.get("client_cpu_s") is not None else None})
     busy = [runs.get(f"load-average/{w}", {}).get("value") for w in ("start", "end")]
     extra = {
         "load_average_start_end": busy,
         "redis_lru_hit_ratio": lru, "redis_lfu_hit_ratio": lfu,
         "p99_at_peak_ms": {s: p99(f"get/{s}") for s in ("kcache", "redis", "memcached")},
     }
-    result = {"cores": a.cores, "memory_mib": a.memory, "figures": rows, "cluster": cluster,
+    result = {"cores": a.cores, "memory_mib": a.memory, "figures": rows, "cluster": cluster, "cpu": cpu,
               "extra": extra, "runs": list(runs.values())}
     for r in result["runs"]:
         r.pop("servers", None)
@@ -139,6 +151,9 @@ def main():
     for c in cluster:
         lines.append(f"| R={c['replication']}, {c['mode']} | {c['op']} | {fmt(c['ops_per_s'], 'ops/s')} | "
                      f"{fmt(c['p99_ms'], 'ms')} | {fr(c['vs_one_node'])} |")
+    lines += ["", "| CPU per operation | server µs/op | load generator µs/op |", "|---|---:|---:|"]
+    for c in cpu:
+        lines.append(f"| {c['run']} | {fmt(c['server_us_per_op'], 'us')} | {fmt(c['client_us_per_op'], 'us')} |")
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -121,12 +121,21 @@ loader_of() {
   case $1 in kcache) echo kcache-pipeline ;; *) echo "$1" ;; esac
 }
 
+# CPU seconds (user + system) a process has used; with the ops a run did, this gives
+# the CPU each operation costs, which other load on the machine skews far less than
+# throughput. Clock ticks are 100 per second on Linux.
+cpu_s() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat"; }
 bench() { # label target servers [bench args...]
   local label=$1 target=$2 servers=$3; shift 3
   echo "-- $label" >&2
+  local before=""; [[ -n ${SERVER_OF[$target]:-} ]] && before=$(cpu_s "${SERVER_OF[$target]}")
   timeout $BOUND "${CLIENT_CPU[@]}" "$KCACHE" bench --json --label "$label" \
     --target "$target" --servers "$servers" "$@" >>"$RUNS"
+  if [[ -n $before ]]; then
+    echo "{\"label\": \"server-cpu/$label\", \"cpu_s\": $(python3 -c "print($(cpu_s "${SERVER_OF[$target]}") - $before)")}" >>"$RUNS"
+  fi
 }
+declare -A SERVER_OF=()
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 load_average() { cut -d' ' -f1 /proc/loadavg; }
 
@@ -142,6 +151,11 @@ echo "{\"label\": \"load-average/start\", \"value\": $(load_average)}" >>"$RUNS"
 # systems back to back, so whatever else the machine does hits all of them alike.
 for sys in "${systems[@]}"; do
   start "$sys" "$MEMORY"
+  if [[ $sys == kcache ]]; then
+    SERVER_OF[kcache]=$SERVER; SERVER_OF[kcache-multi]=$SERVER; SERVER_OF[kcache-pipeline]=$SERVER
+  else
+    SERVER_OF[$sys]=$SERVER
+  fi
   bench "load/$sys" "$(loader_of "$sys")" "$(addr_of "$sys")" --workload load --keys $KEYS --depth 16
 done
 for op in get set; do
@@ -163,6 +177,7 @@ for sys in "${systems[@]}"; do
   fi
 done
 stop_all
+SERVER_OF=()
 
 # --- 4: memory per item --------------------------------------------------------------
 # A limit far above what the items need, so nothing is evicted.

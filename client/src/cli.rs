@@ -80,7 +80,7 @@ pub async fn run(cli: Cli, stdin: impl Read, out: &mut impl Write, err: &mut imp
         Err(failure) => {
             let code = failure.exit_code();
             // Naming the node saves a round of "which address did it use?".
-            let node = if code == EXIT_UNAVAILABLE {
+            let node = if code == EXIT_UNAVAILABLE && !matches!(failure, Failure::Bench(_)) {
                 format!(" (node {addr})")
             } else {
                 String::new()

@@ -216,6 +216,7 @@ pub async fn run(
     let progress = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
+    let cpu_before = cpu_seconds();
     let mut tasks = Vec::with_capacity(conns.len());
     for (i, conn) in conns.into_iter().enumerate() {
         let seed = args.seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
@@ -257,7 +258,11 @@ pub async fn run(
             .map_err(|e| BenchError::Protocol(format!("a worker panicked: {e}")))?;
         total.merge(tally);
     }
-    let report = report(&args, &servers, &total, elapsed);
+    let cpu = cpu_seconds()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
+    let mut report = report(&args, &servers, &total, elapsed);
+    report["client_cpu_s"] = cpu.into();
     if args.json {
         writeln!(out, "{report}")?;
     } else {
@@ -270,6 +275,19 @@ pub async fn run(
         return Err(BenchError::Protocol(why));
     }
     Ok(())
+}
+
+/// CPU seconds this process has used (user + system), from /proc on Linux: with the
+/// ops done, the load generator's own cost per operation. `None` elsewhere.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and
+    // 13th of them, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: f64 = fields.next()?.parse().ok()?;
+    let system: f64 = fields.next()?.parse().ok()?;
+    Some((user + system) / 100.0)
 }
 
 fn progress_bar(args: &BenchArgs) -> ProgressBar {
