@@ -183,7 +183,7 @@ def main():
         ax.set_xticklabels(["p50", "p90", "p99", "p99.9", "p99.99"])
         ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
-            lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
+            lambda v, _: f"{v:g}" if f"{v:g}".lstrip("0.")[:1] in ("2", "5") else ""))
         ax.set_xlabel("percentile")
         ax.set_ylabel("latency (ms)")
         ax.set_title(title, fontsize=10)
