@@ -51,10 +51,10 @@ fi
 # The smoke run reuses the debug build `cargo test` has just made; figures need release.
 if [[ $smoke == 1 ]]; then
   cargo build --quiet -p kcache-client -p kcache-node
-  BIN=$ROOT/target/debug
+  BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 else
   cargo build --release --quiet -p kcache-client -p kcache-node
-  BIN=$ROOT/target/release
+  BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 fi
 KCACHE=$BIN/kcache
 NODE=$BIN/kcache-node
