@@ -50,8 +50,8 @@ def main():
         r = runs.get(label)
         return r.get("hit_ratio") if r else None
 
-    def mib_per_million(sys):
-        r = runs.get(f"rss/{sys}")
+    def mib_per_million(system):
+        r = runs.get(f"rss/{system}")
         if not r:
             return None
         return (r["rss_after_kib"] - r["rss_before_kib"]) / 1024 * 1_000_000 / r["items"]
@@ -102,12 +102,12 @@ def main():
     # far less skewed by other load on the machine than throughput is.
     cpu = []
     for label in ("get", "set", "batch"):
-        for sys in ("kcache", "kcache-multi", "kcache-pipeline", "redis", "memcached"):
-            r = runs.get(f"{label}/{sys}")
-            s = runs.get(f"server-cpu/{label}/{sys}")
+        for system in ("kcache", "kcache-multi", "kcache-pipeline", "redis", "memcached"):
+            r = runs.get(f"{label}/{system}")
+            s = runs.get(f"server-cpu/{label}/{system}")
             if not r or not r.get("ops"):
                 continue
-            cpu.append({"run": f"{label}/{sys}", "ops": r["ops"],
+            cpu.append({"run": f"{label}/{system}", "ops": r["ops"],
                         "server_us_per_op": s["cpu_s"] / r["ops"] * 1e6 if s else None,
                         "client_us_per_op": r["client_cpu_s"] / r["ops"] * 1e6 if r.get("client_cpu_s") is not None else None})
     busy = [runs.get(f"load-average/{w}", {}).get("value") for w in ("start", "end")]
@@ -169,14 +169,14 @@ def main():
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
     for ax, prefix, title in ((axes[0], "get", "GET, 50 connections, closed loop (peak)"),
                               (axes[1], "half", "GET at half of each system's peak")):
-        for sys, color in (("kcache", "tab:blue"), ("redis", "tab:red"), ("memcached", "tab:green")):
-            r = runs.get(f"{prefix}/{sys}")
+        for system, color in (("kcache", "tab:blue"), ("redis", "tab:red"), ("memcached", "tab:green")):
+            r = runs.get(f"{prefix}/{system}")
             if not r or not r.get("ops"):
                 continue
             ps = [p["p"] for p in r["percentiles"] if p["p"] < 100]
             ms = [p["ms"] for p in r["percentiles"] if p["p"] < 100]
             xs = [1 / (1 - p / 100) for p in ps]
-            ax.plot(xs, ms, marker="o", color=color, label=f"{sys} ({r['ops_per_s']:,.0f} ops/s)")
+            ax.plot(xs, ms, marker="o", color=color, label=f"{system} ({r['ops_per_s']:,.0f} ops/s)")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xticks([2, 10, 100, 1000, 10000])
