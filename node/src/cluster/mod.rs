@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use kcache_client::placement::{Member, View};
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 pub use peers::{PeerPool, PeerService};
@@ -33,6 +34,10 @@ pub struct Cluster {
     views: watch::Receiver<Arc<View>>,
     /// Set when the node drains: it then places keys as if it were gone.
     draining: AtomicBool,
+    /// The last view built from a reported one (this node added, or removed while
+    /// draining), keyed by the reported epoch and the drain flag, so the request path
+    /// does not rebuild it for every key.
+    adjusted: Mutex<Option<(u64, bool, Arc<View>)>>,
     /// Bumped when `draining` flips, so the rebalancer wakes up.
     drain_signal: watch::Sender<bool>,
     pub peers: PeerPool,
@@ -69,6 +74,7 @@ impl Cluster {
             write_ack,
             views,
             draining: AtomicBool::new(false),
+            adjusted: Mutex::new(None),
             drain_signal: watch::Sender::new(false),
             peers: PeerPool::default(),
         }
@@ -86,16 +92,26 @@ impl Cluster {
     pub fn view(&self) -> Arc<View> {
         let reported = self.views.borrow().clone();
         let draining = self.draining.load(Ordering::Acquire);
-        match (reported.contains(&self.me.id), draining) {
-            (true, false) => reported,
-            (true, true) => Arc::new(reported.without(&self.me.id)),
-            (false, false) => {
-                let mut members = reported.members().to_vec();
-                members.push(self.me.clone());
-                Arc::new(View::new(members))
-            }
-            (false, true) => reported,
+        let present = reported.contains(&self.me.id);
+        if present != draining {
+            return reported;
         }
+        let mut adjusted = self.adjusted.lock();
+        if let Some((epoch, was_draining, view)) = adjusted.as_ref()
+            && *epoch == reported.epoch()
+            && *was_draining == draining
+        {
+            return view.clone();
+        }
+        let view = Arc::new(if draining {
+            reported.without(&self.me.id)
+        } else {
+            let mut members = reported.members().to_vec();
+            members.push(self.me.clone());
+            View::new(members)
+        });
+        *adjusted = Some((reported.epoch(), draining, view.clone()));
+        view
     }
 
     /// A receiver that changes whenever the reported members change.
