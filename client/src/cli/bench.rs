@@ -4,8 +4,10 @@
 //! sends the next. What a batch is depends on the target: `depth` concurrent unary
 //! calls on the connection's HTTP/2 channel (kcache), one MultiGet/MultiSet (kcache-multi),
 //! `depth` commands on the Pipeline stream (kcache-pipeline), or `depth` pipelined
-//! commands (redis, memcached). With `--rate` batches are paced and latency counts from
-//! when a batch was due, so a stalled server is not hidden (no coordinated omission).
+//! commands (redis, memcached). With `--rate` connections are paced out of phase with
+//! sub-millisecond precision; a batch that is late because the previous one was still
+//! waiting on the server counts its latency from when it was due, so a stalled server
+//! is not hidden (no coordinated omission).
 
 mod target;
 mod wire;
@@ -26,9 +28,10 @@ use target::Conn;
 /// Largest latency the histograms track (60 s in µs); anything slower is clamped.
 const MAX_LATENCY_US: u64 = 60_000_000;
 
-/// How late a paced batch may start because of the timer's millisecond granularity
-/// before the delay is charged to the server's latency.
-const TIMER_SLACK: Duration = Duration::from_millis(2);
+/// Tokio's timer has millisecond granularity: a paced batch sleeps until this long
+/// before it is due, then yields until it is, so batches go out when they are due and
+/// not in bursts on each millisecond tick.
+const TIMER_GRANULARITY: Duration = Duration::from_millis(1);
 
 /// Percentiles reported in the JSON for the latency plot.
 const PERCENTILES: [f64; 9] = [50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.99, 100.0];
@@ -231,6 +234,7 @@ pub async fn run(
             progress: progress.clone(),
             stop: stop.clone(),
             started,
+            index: i,
         };
         tasks.push(tokio::spawn(worker.run(conn)));
     }
@@ -333,6 +337,8 @@ struct Worker {
     progress: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     started: Instant,
+    /// This connection's place among all of them, which staggers paced batches.
+    index: usize,
 }
 
 impl Worker {
@@ -344,7 +350,14 @@ impl Worker {
         let interval = args.rate.map(|rate| {
             Duration::from_secs_f64(args.connections as f64 * args.depth as f64 / rate)
         });
-        let mut due = self.started;
+        // Paced connections start out of phase, spread evenly over one interval: in
+        // step, every connection would fire in the same instant and each batch would
+        // queue behind all the others, which measures the generator, not the server.
+        let mut last_done = self.started;
+        let mut due = self.started
+            + interval.map_or(Duration::ZERO, |every| {
+                every.mul_f64(self.index as f64 / args.connections.max(1) as f64)
+            });
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 break;
@@ -361,14 +374,20 @@ impl Worker {
             let sent = match interval {
                 Some(every) => {
                     due += every;
-                    tokio::time::sleep_until(due.into()).await;
-                    // Tokio's timer wakes up to a millisecond late; only a lag beyond
-                    // that is the server's doing and counts against it.
-                    let now = Instant::now();
-                    if now.duration_since(due) > TIMER_SLACK {
+                    if last_done > due {
+                        // Still waiting on our previous batch when this one was due: the
+                        // server held us up, so the wait counts against it (no
+                        // coordinated omission).
                         due
                     } else {
-                        now
+                        if let Some(early) = due.checked_sub(TIMER_GRANULARITY) {
+                            tokio::time::sleep_until(early.into()).await;
+                        }
+                        while Instant::now() < due {
+                            tokio::task::yield_now().await;
+                        }
+                        // Whatever lateness is left is the generator's, not the server's.
+                        Instant::now()
                     }
                 }
                 None => Instant::now(),
@@ -400,9 +419,13 @@ impl Worker {
                     }
                 }
             }
+            last_done = Instant::now();
             match result {
                 Ok(_) => {
-                    let us = sent.elapsed().as_micros().min(u128::from(MAX_LATENCY_US)) as u64;
+                    let us = last_done
+                        .duration_since(sent)
+                        .as_micros()
+                        .min(u128::from(MAX_LATENCY_US)) as u64;
                     tally.latency.saturating_record(us.max(1));
                     tally.ops += ops.len() as u64;
                 }
