@@ -15,11 +15,11 @@ use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfi
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::{Resolver, TokioResolver};
 use parking_lot::{Mutex, RwLock};
-use tonic::transport::{Channel, Endpoint};
 
 use crate::Error;
 use crate::placement::{Member, View};
 use crate::proto::{TopologyRequest, cache_client::CacheClient};
+use crate::transport::{ConnectOptions, Connection};
 
 /// Failures closer together than this trigger at most one re-resolution.
 const MIN_REFRESH_GAP: Duration = Duration::from_millis(500);
@@ -52,7 +52,7 @@ pub(crate) struct Balancer {
     discovery: Discovery,
     resolver: Option<TokioResolver>,
     targets: RwLock<Targets>,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<HashMap<String, Connection>>,
     next: AtomicUsize,
     last_refresh: Mutex<Option<Instant>>,
 }
@@ -155,7 +155,11 @@ impl Balancer {
 
     /// The client for attempt `attempt` of a call: for a key in smart mode, its owners
     /// in order; otherwise the next address round robin.
-    pub(crate) fn pick(&self, key: Option<&[u8]>, attempt: u32) -> (String, CacheClient<Channel>) {
+    pub(crate) fn pick(
+        &self,
+        key: Option<&[u8]>,
+        attempt: u32,
+    ) -> (String, CacheClient<Connection>) {
         let address = {
             let targets = self.targets.read();
             let owner = key
@@ -174,18 +178,18 @@ impl Balancer {
         (address, client)
     }
 
-    fn client(&self, address: &str) -> CacheClient<Channel> {
+    fn client(&self, address: &str) -> CacheClient<Connection> {
         let mut channels = self.channels.lock();
-        let channel = channels.entry(address.to_owned()).or_insert_with(|| {
-            Endpoint::from_shared(format!("http://{address}"))
-                .map(|e| {
-                    e.connect_timeout(self.discovery.connect_timeout)
-                        .tcp_nodelay(true)
-                        .connect_lazy()
-                })
-                .unwrap_or_else(|_| Endpoint::from_static("http://0.0.0.0:1").connect_lazy())
+        let connection = channels.entry(address.to_owned()).or_insert_with(|| {
+            Connection::new(
+                address,
+                ConnectOptions {
+                    connect_timeout: self.discovery.connect_timeout,
+                    keepalive: None,
+                },
+            )
         });
-        CacheClient::new(channel.clone())
+        CacheClient::new(connection.clone())
     }
 
     /// The addresses calls are spread over now.

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::{future::Future, time::Duration};
 
 use bytes::Bytes;
-use tonic::{Request, Response, Status, transport::Channel};
+use tonic::{Request, Response, Status};
 
 use crate::balancer::{Balancer, Discovery};
+use crate::transport::Connection;
 use crate::{
     Error, SetOptions, SetOutcome, Ttl, Value, address,
     proto::{self, cache_client::CacheClient},
@@ -147,7 +148,7 @@ impl Client {
 
     /// The generated stub on the next node's connection, for what the typed methods do
     /// not cover, chiefly the `Pipeline` stream. No deadline or retries are applied.
-    pub fn raw(&self) -> CacheClient<Channel> {
+    pub fn raw(&self) -> CacheClient<Connection> {
         self.balancer.pick(None, 0).1
     }
 
@@ -281,7 +282,7 @@ impl Client {
     async fn call<M, T, F, Fut>(&self, message: M, rpc: F) -> Result<T, Error>
     where
         M: Clone + Routed,
-        F: Fn(CacheClient<Channel>, Request<M>) -> Fut,
+        F: Fn(CacheClient<Connection>, Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         self.call_with_retries(self.retries, message, rpc).await
@@ -295,7 +296,7 @@ impl Client {
     ) -> Result<T, Error>
     where
         M: Clone + Routed,
-        F: Fn(CacheClient<Channel>, Request<M>) -> Fut,
+        F: Fn(CacheClient<Connection>, Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let mut backoff = INITIAL_BACKOFF;

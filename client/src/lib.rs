@@ -19,6 +19,7 @@ pub mod cli;
 mod client;
 mod error;
 pub mod placement;
+mod transport;
 mod types;
 pub mod workload;
 
@@ -27,6 +28,7 @@ pub use client::{
     MAX_BACKOFF,
 };
 pub use error::{Error, code_name};
+pub use transport::{ConnectOptions, Connection};
 pub use types::{Condition, SetOptions, SetOutcome, Ttl, Value};
 
 pub mod proto {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt as _;
+use kcache_client::Connection;
 use kcache_client::placement::Member;
 use kcache_client::proto::{
     self, Command, DeleteRequest, DeleteResponse, GetRequest, GetResponse, IncrementRequest,
@@ -21,7 +22,6 @@ use kcache_client::proto::{
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::cluster::{Cluster, Placement, WriteAck, peers::to_proto};
@@ -64,7 +64,7 @@ pub struct CacheService {
 }
 
 type Call<Req, Resp> = fn(
-    CacheClient<Channel>,
+    CacheClient<Connection>,
     Request<Req>,
 ) -> Pin<Box<dyn Future<Output = Result<Response<Resp>, Status>> + Send>>;
 

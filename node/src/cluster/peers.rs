@@ -10,10 +10,10 @@ use kcache_client::proto::{
     self, ReplicateRequest, ReplicateResponse, SyncRequest, VersionedEntry,
     cache_client::CacheClient, peer_client::PeerClient,
 };
+use kcache_client::{ConnectOptions, Connection};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Cluster;
@@ -27,40 +27,35 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// values).
 pub const BATCH: usize = 1_000;
 
-/// One lazily connected channel per peer address, shared by every request to it
-/// (HTTP/2 multiplexes them).
+/// One lazily connected HTTP/2 connection per peer address, shared by every request
+/// to it (HTTP/2 multiplexes them).
 #[derive(Debug, Default)]
 pub struct PeerPool {
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<HashMap<String, Connection>>,
 }
 
 impl PeerPool {
-    pub fn channel(&self, address: &str) -> Channel {
+    pub fn channel(&self, address: &str) -> Connection {
         let mut channels = self.channels.lock();
-        if let Some(channel) = channels.get(address) {
-            return channel.clone();
-        }
-        let channel = Endpoint::from_shared(format!("http://{address}"))
-            .map(|e| {
-                e.connect_timeout(CONNECT_TIMEOUT)
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(30))
-                    .connect_lazy()
+        channels
+            .entry(address.to_owned())
+            .or_insert_with(|| {
+                Connection::new(
+                    address,
+                    ConnectOptions {
+                        connect_timeout: CONNECT_TIMEOUT,
+                        keepalive: Some(Duration::from_secs(30)),
+                    },
+                )
             })
-            .unwrap_or_else(|_| {
-                // An address the membership source produced but the URI parser
-                // refuses: every call on this channel fails as unavailable.
-                Endpoint::from_static("http://0.0.0.0:1").connect_lazy()
-            });
-        channels.insert(address.to_owned(), channel.clone());
-        channel
+            .clone()
     }
 
-    pub fn cache(&self, address: &str) -> CacheClient<Channel> {
+    pub fn cache(&self, address: &str) -> CacheClient<Connection> {
         CacheClient::new(self.channel(address))
     }
 
-    pub fn peer(&self, address: &str) -> PeerClient<Channel> {
+    pub fn peer(&self, address: &str) -> PeerClient<Connection> {
         PeerClient::new(self.channel(address))
     }
 
