@@ -54,7 +54,7 @@ perf record -q -F 1500 --call-graph dwarf,32768 -p $NODE -o "$DATA" -- sleep "$S
 wait $LOAD
 FOLDED=$(mktemp)
 perf script -i "$DATA" 2>/dev/null | inferno-collapse-perf >"$FOLDED"
-inferno-flamegraph --title "kcache-node, $WORKLOAD, $(date -u +%F)" <"$FOLDED" \
+inferno-flamegraph --minwidth 0.5 --title "kcache-node, $WORKLOAD, $(date -u +%F)" <"$FOLDED" \
   >"$OUT/flamegraph-$WORKLOAD.svg"
 rm -f "$DATA"
 
