@@ -19,7 +19,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h2::client::SendRequest;
@@ -80,7 +80,15 @@ struct Inner {
     /// The live connection, if any, with the generation it was made in.
     current: parking_lot::Mutex<Option<(u64, SendRequest<Bytes>)>>,
     /// Held while connecting, so concurrent callers share one new connection.
-    connecting: tokio::sync::Mutex<u64>,
+    connecting: tokio::sync::Mutex<Dialing>,
+}
+
+#[derive(Debug, Default)]
+struct Dialing {
+    /// Connections made so far.
+    generation: u64,
+    /// When the last attempt failed, and how.
+    failed: Option<(Instant, Status)>,
 }
 
 impl Connection {
@@ -97,7 +105,7 @@ impl Connection {
                 authority,
                 options,
                 current: parking_lot::Mutex::new(None),
-                connecting: tokio::sync::Mutex::new(0),
+                connecting: tokio::sync::Mutex::default(),
             }),
         }
     }
@@ -117,7 +125,8 @@ impl Connection {
                 Err(_) => self.forget(generation),
             }
         }
-        let mut made = self.inner.connecting.lock().await;
+        let asked = Instant::now();
+        let mut dialing = self.inner.connecting.lock().await;
         // Someone else may have connected while this caller waited for the lock.
         let cached = self.inner.current.lock().clone();
         if let Some((generation, send)) = cached {
@@ -126,11 +135,27 @@ impl Connection {
             }
             self.forget(generation);
         }
-        let send = self.connect().await?;
-        *made += 1;
-        *self.inner.current.lock() = Some((*made, send.clone()));
+        // Or failed to: then that is this caller's answer too. Dialling again would
+        // make every caller waiting on an unreachable node pay a connect timeout of
+        // its own, one after another.
+        if let Some((at, status)) = &dialing.failed
+            && *at >= asked
+        {
+            return Err(status.clone());
+        }
+        let send = match self.connect().await {
+            Ok(send) => send,
+            Err(status) => {
+                dialing.failed = Some((Instant::now(), status.clone()));
+                return Err(status);
+            }
+        };
+        dialing.failed = None;
+        dialing.generation += 1;
+        let generation = dialing.generation;
+        *self.inner.current.lock() = Some((generation, send.clone()));
         let send = send.ready().await.map_err(|e| self.unavailable(&e))?;
-        Ok((*made, send))
+        Ok((generation, send))
     }
 
     /// Drops the cached connection if it is still the one from `generation`.
@@ -589,6 +614,52 @@ mod tests {
         let mut bad = Connection::new("not an address", options());
         let status = bad.call(request(Body::empty(), None)).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    }
+
+    #[tokio::test]
+    async fn callers_waiting_on_one_failed_connect_share_its_outcome() {
+        // A listener that never accepts, with its backlog filled: further SYNs are
+        // dropped, so every connect runs into the connect timeout.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mute = socket.listen(1).unwrap();
+        let address = mute.local_addr().unwrap().to_string();
+        let mut fill = Vec::new();
+        for _ in 0..4 {
+            let connect = TcpStream::connect(address.as_str());
+            if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(200), connect).await
+            {
+                fill.push(stream);
+            }
+        }
+        let timeout = Duration::from_millis(300);
+        let connection = Connection::new(
+            &address,
+            ConnectOptions {
+                connect_timeout: timeout,
+                keepalive: None,
+            },
+        );
+        let started = std::time::Instant::now();
+        let calls = (0..5).map(|_| {
+            let mut connection = connection.clone();
+            async move { connection.call(request(Body::empty(), None)).await }
+        });
+        for result in futures::future::join_all(calls).await {
+            assert_eq!(result.unwrap_err().code(), tonic::Code::Unavailable);
+        }
+        // One timeout for all five, not five in a row.
+        assert!(started.elapsed() < timeout * 3, "{:?}", started.elapsed());
+        // A later call dials afresh rather than replaying the old failure.
+        let later = std::time::Instant::now();
+        let mut connection = connection.clone();
+        let status = connection
+            .call(request(Body::empty(), None))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(later.elapsed() >= timeout, "{:?}", later.elapsed());
+        drop(mute);
     }
 
     #[tokio::test]
