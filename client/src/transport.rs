@@ -13,7 +13,10 @@
 //! ready (a client stream) gets a task of its own, which then waits for flow-control
 //! capacity before each chunk so buffering stays bounded. The connection is made on
 //! first use and remade after it breaks; a failure before anything was sent is
-//! retried once on a fresh connection, so a restarted node costs no failed call.
+//! retried once on a fresh connection, so a node that restarted (and whose old
+//! connection the client has seen close) costs no failed call. Errors map to gRPC
+//! codes as tonic's transport maps them: only a request the node provably did not
+//! process is UNAVAILABLE, so callers never retry one that may have been applied.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,8 +31,8 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Request, Response, Uri};
 use http_body::{Body as _, Frame};
 use tokio::net::TcpStream;
-use tonic::Status;
 use tonic::body::Body;
+use tonic::{Status, TimeoutExpired};
 
 /// Per-stream receive window: large values and handoff batches arrive without
 /// waiting for window updates (hyper's client default).
@@ -43,11 +46,23 @@ const MAX_HEADER_LIST: u32 = 16 * 1024;
 const EAGER_BYTES: usize = 64 * 1024;
 /// How long a keepalive PING may go unanswered before the connection is dropped.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Shortest keepalive interval honoured.
+const MIN_KEEPALIVE: Duration = Duration::from_secs(1);
+/// Connection-specific headers HTTP/2 forbids (RFC 9113, 8.2.2).
+const CONNECTION_HEADERS: [http::header::HeaderName; 5] = [
+    http::header::CONNECTION,
+    http::header::HeaderName::from_static("keep-alive"),
+    http::header::HeaderName::from_static("proxy-connection"),
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+];
 
 /// Settings of a [`Connection`].
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
-    /// How long the TCP connect plus the HTTP/2 handshake may take.
+    /// How long the TCP connect plus writing the HTTP/2 preface may take. h2 does not
+    /// wait for the node's SETTINGS, so a node that accepts connections but never
+    /// answers is caught by the call's deadline (or keepalive), not by this.
     pub connect_timeout: Duration,
     /// Send an HTTP/2 PING this often and drop the connection when one goes
     /// unanswered, so a peer that vanished without closing its socket is noticed.
@@ -195,7 +210,7 @@ impl Connection {
         let keepalive = inner
             .options
             .keepalive
-            .and_then(|every| Some((every, connection.ping_pong()?)));
+            .and_then(|every| Some((every.max(MIN_KEEPALIVE), connection.ping_pong()?)));
         tokio::spawn(async move {
             match keepalive {
                 // Dropping the connection fails its streams and its senders.
@@ -228,12 +243,21 @@ impl Connection {
 
     /// Sends one request and waits for the response head.
     async fn round_trip(self, request: Request<Body>) -> Result<Response<Body>, Status> {
-        let authority = self
-            .inner
-            .authority
-            .clone()
-            .map_err(Status::invalid_argument)?;
+        // An address membership produced but that is no URI authority: unreachable,
+        // like a node that refuses connections, so callers move on to the next one.
+        let authority = self.inner.authority.clone().map_err(Status::unavailable)?;
         let (mut head, body) = request.into_parts();
+        // HTTP/2 forbids connection-specific headers; h2 would refuse the request.
+        for name in CONNECTION_HEADERS {
+            head.headers.remove(name);
+        }
+        if head
+            .headers
+            .get(http::header::TE)
+            .is_some_and(|te| te != "trailers")
+        {
+            head.headers.remove(http::header::TE);
+        }
         let mut uri = head.uri.into_parts();
         uri.scheme = Some(Scheme::HTTP);
         uri.authority = Some(authority);
@@ -252,20 +276,34 @@ impl Connection {
             let (generation, mut send) = self.sender().await?;
             match send.send_request(head.clone(), end_of_stream) {
                 Ok(sent) => break sent,
-                Err(e) => {
+                Err(e) if e.is_io() || e.is_go_away() => {
                     self.forget(generation);
                     if attempts == 2 {
                         return Err(self.unavailable(&e));
                     }
                 }
+                // h2 refused the request itself (malformed headers, say): no
+                // connection problem, and no other node would take it either.
+                Err(e) => {
+                    return Err(Status::internal(format!(
+                        "request to {} refused by HTTP/2: {e}",
+                        self.inner.address
+                    )));
+                }
             }
         };
+        // Until the response head arrives, dropping this future (a deadline, a
+        // caller that gave up) must reset the stream, also when a task still pipes
+        // the request body.
+        let (cancel, cancelled) = tokio::sync::oneshot::channel();
+        let mut cancel = CancelOnDrop(Some(cancel));
         if !end_of_stream {
-            send_body(body, stream);
+            send_body(body, stream, cancelled)?;
         }
         let response = response
             .await
             .map_err(|e| status_of(&e, &self.inner.address))?;
+        cancel.disarm();
         let (head, recv) = response.into_parts();
         let body = Body::new(ResponseBody {
             recv,
@@ -282,7 +320,8 @@ impl tower_service::Service<Request<Body>> for Connection {
     type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Status>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        // Readiness (a live connection, a free stream slot) is awaited per call.
+        // A live connection is awaited per call. Streams beyond the node's
+        // concurrency limit queue inside h2 rather than here.
         Poll::Ready(Ok(()))
     }
 
@@ -293,13 +332,12 @@ impl tower_service::Service<Request<Body>> for Connection {
         let call = self.clone().round_trip(request);
         Box::pin(async move {
             match deadline {
+                // Reported as tonic's own timeout is (CANCELLED, caused by
+                // TimeoutExpired): the request may have been applied, so callers
+                // must not take it for an unreachable node.
                 Some(deadline) => tokio::time::timeout(deadline, call)
                     .await
-                    .unwrap_or_else(|_| {
-                        Err(Status::deadline_exceeded(format!(
-                            "no response within {deadline:?}"
-                        )))
-                    }),
+                    .unwrap_or_else(|_| Err(Status::from_error(Box::new(TimeoutExpired(()))))),
                 None => call.await,
             }
         })
@@ -307,8 +345,14 @@ impl tower_service::Service<Request<Body>> for Connection {
 }
 
 /// Sends the request body: what is ready now from this task (with the HEADERS, in
-/// one write), the rest from a task of its own.
-fn send_body(mut body: Body, mut stream: SendStream<Bytes>) {
+/// one write), the rest from a task of its own that resets the stream if `cancelled`
+/// fires. A body that fails at once (a message over the size limit, say) resets the
+/// stream and its error is the call's.
+fn send_body(
+    mut body: Body,
+    mut stream: SendStream<Bytes>,
+    cancelled: tokio::sync::oneshot::Receiver<()>,
+) -> Result<(), Status> {
     let mut cx = Context::from_waker(Waker::noop());
     let mut eager = 0;
     while eager < EAGER_BYTES {
@@ -316,19 +360,23 @@ fn send_body(mut body: Body, mut stream: SendStream<Bytes>) {
             Poll::Ready(Some(Ok(frame))) => {
                 eager += frame.data_ref().map_or(0, Bytes::len);
                 if send_frame(frame, &body, &mut stream) {
-                    return;
+                    return Ok(());
                 }
             }
-            Poll::Ready(Some(Err(_))) => return stream.send_reset(Reason::CANCEL),
+            Poll::Ready(Some(Err(e))) => {
+                stream.send_reset(Reason::CANCEL);
+                return Err(Status::from_error(e.into()));
+            }
             Poll::Ready(None) => {
                 let _ = stream.send_data(Bytes::new(), true);
-                return;
+                return Ok(());
             }
             // The noop waker is not kept: the task below polls again with its own.
             Poll::Pending => break,
         }
     }
-    tokio::spawn(pipe_body(body, stream));
+    tokio::spawn(pipe_body(body, stream, cancelled));
+    Ok(())
 }
 
 /// Sends one body frame; true when the stream is finished (or broken).
@@ -351,11 +399,25 @@ fn send_frame(frame: Frame<Bytes>, body: &Body, stream: &mut SendStream<Bytes>) 
 /// Streams the rest of a body, waiting for flow-control capacity before each chunk
 /// so no more than about one chunk is ever buffered, and stopping when the node
 /// resets the stream.
-async fn pipe_body(mut body: Body, mut stream: SendStream<Bytes>) {
+async fn pipe_body(
+    mut body: Body,
+    mut stream: SendStream<Bytes>,
+    mut cancelled: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut armed = true;
     loop {
         let frame = tokio::select! {
             biased;
             _ = std::future::poll_fn(|cx| stream.poll_reset(cx)) => return,
+            // Fired: the caller dropped the call. Closed unfired: the response
+            // arrived, and the body goes on for as long as it has frames.
+            fired = &mut cancelled, if armed => {
+                if fired.is_ok() {
+                    return stream.send_reset(Reason::CANCEL);
+                }
+                armed = false;
+                continue;
+            }
             frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)) => frame,
         };
         match frame {
@@ -421,12 +483,18 @@ impl http_body::Body for ResponseBody {
     }
 }
 
-/// The gRPC status for a failed HTTP/2 stream, as gRPC's HTTP/2 mapping has it; a
-/// broken connection is UNAVAILABLE, like tonic's transport reports it.
+/// The gRPC status for a stream that failed after its request was sent, mapped as
+/// tonic's transport does. Only what proves the node did not process the request is
+/// UNAVAILABLE, which callers may retry elsewhere: REFUSED_STREAM, and a GOAWAY from
+/// the node (h2 fails only the streams above the last one the node took). A
+/// connection that broke mid-call is UNKNOWN: the request may have been applied.
 fn status_of(e: &h2::Error, address: &str) -> Status {
     let message = format!("{address}: {e}");
-    if e.is_io() || e.is_go_away() {
+    if e.is_go_away() && e.is_remote() {
         return Status::unavailable(message);
+    }
+    if e.is_io() || e.is_go_away() {
+        return Status::unknown(message);
     }
     match e.reason() {
         Some(Reason::REFUSED_STREAM) => Status::unavailable(message),
@@ -434,6 +502,24 @@ fn status_of(e: &h2::Error, address: &str) -> Status {
         Some(Reason::ENHANCE_YOUR_CALM) => Status::resource_exhausted(message),
         Some(Reason::INADEQUATE_SECURITY) => Status::permission_denied(message),
         _ => Status::internal(message),
+    }
+}
+
+/// Resets a call's stream when dropped while armed, through its body task.
+struct CancelOnDrop(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl CancelOnDrop {
+    /// The response arrived: dropping now cancels nothing.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.0.take() {
+            let _ = cancel.send(());
+        }
     }
 }
 
@@ -466,6 +552,8 @@ mod tests {
         Count,
         /// Never.
         Silence,
+        /// By closing the connection once the request is in.
+        Hangup,
     }
 
     /// An HTTP/2 server on a free port; dropping the handle stops it and its
@@ -484,6 +572,9 @@ mod tests {
                 connections.spawn(async move {
                     let mut conn = h2::server::handshake(tcp).await.unwrap();
                     while let Some(Ok((request, mut respond))) = conn.accept().await {
+                        if let Answer::Hangup = answer {
+                            return;
+                        }
                         tokio::spawn(async move {
                             let mut body = request.into_body();
                             let mut received = 0;
@@ -491,7 +582,7 @@ mod tests {
                                 received += data.len();
                                 let _ = body.flow_control().release_capacity(data.len());
                             }
-                            if let Answer::Silence = answer {
+                            if !matches!(answer, Answer::Count) {
                                 return std::future::pending::<()>().await;
                             }
                             let response = http::Response::builder()
@@ -595,8 +686,68 @@ mod tests {
             .call(request(Body::empty(), Some("150m")))
             .await
             .unwrap_err();
-        assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status}");
+        // As tonic's own timeout reports it, which the client maps to Timeout.
+        assert_eq!(status.code(), tonic::Code::Cancelled, "{status}");
+        assert!(matches!(
+            crate::Error::from_status(status, Duration::from_millis(150)),
+            crate::Error::Timeout(_)
+        ));
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn a_connection_lost_mid_call_is_not_unavailable() {
+        // The node may have applied the request: callers must not retry it elsewhere.
+        let (address, _server) = server(Answer::Hangup, None).await;
+        let mut connection = Connection::new(&address, options());
+        let status = connection
+            .call(request(Body::empty(), None))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unknown, "{status}");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_streaming_call_resets_its_stream() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let (ended, mut outcome) = tokio::sync::mpsc::unbounded_channel();
+        let _server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut conn = h2::server::handshake(tcp).await.unwrap();
+            let (request, _respond) = conn.accept().await.unwrap().unwrap();
+            tokio::spawn(async move {
+                let mut body = request.into_body();
+                loop {
+                    match body.data().await {
+                        Some(Ok(data)) => {
+                            let _ = body.flow_control().release_capacity(data.len());
+                        }
+                        Some(Err(e)) => break ended.send(e.reason()).unwrap(),
+                        None => break ended.send(None).unwrap(),
+                    }
+                }
+            });
+            // Keep driving the connection; never answer.
+            while conn.accept().await.is_some() {}
+        });
+        let mut connection = Connection::new(&address, options());
+        // A client stream that never ends: only a reset can stop it.
+        let body = Body::new(Chunks {
+            left: usize::MAX,
+            size: 16,
+            stall: false,
+        });
+        let status = connection
+            .call(request(body, Some("200m")))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Cancelled, "{status}");
+        let reason = tokio::time::timeout(Duration::from_secs(5), outcome.recv())
+            .await
+            .expect("the node saw the stream end")
+            .unwrap();
+        assert_eq!(reason, Some(Reason::CANCEL));
     }
 
     #[tokio::test]
@@ -613,7 +764,8 @@ mod tests {
         assert!(status.message().contains(&address), "{status}");
         let mut bad = Connection::new("not an address", options());
         let status = bad.call(request(Body::empty(), None)).await.unwrap_err();
-        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+        assert!(status.message().contains("not an address"), "{status}");
     }
 
     #[tokio::test]
