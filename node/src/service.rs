@@ -109,11 +109,14 @@ impl CacheService {
         Some(self.cluster.placement(key))
     }
 
-    /// Sends a request to the first of `targets` that answers; only UNAVAILABLE and
-    /// DEADLINE_EXCEEDED move on to the next.
+    /// Sends a request to the first of `targets` that answers. UNAVAILABLE (the owner
+    /// provably did not take the request) moves on to the next; so does
+    /// DEADLINE_EXCEEDED for a `read`, but not for a write, which the owner may have
+    /// applied: taking it elsewhere could apply an increment twice.
     async fn forward<Req: Clone, Resp>(
         &self,
         op: &str,
+        read: bool,
         targets: impl IntoIterator<Item = &Member>,
         message: Req,
         call: Call<Req, Resp>,
@@ -131,10 +134,8 @@ impl CacheService {
                     return Ok(response.into_inner());
                 }
                 Err(status)
-                    if matches!(
-                        status.code(),
-                        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-                    ) =>
+                    if status.code() == tonic::Code::Unavailable
+                        || read && status.code() == tonic::Code::DeadlineExceeded =>
                 {
                     tracing::debug!(peer = %member.id, %status, "owner unreachable");
                     last = Status::unavailable(format!(
@@ -213,7 +214,7 @@ impl CacheService {
             // Owners ahead of this node, in order; this node coordinates only if all
             // of them are unreachable.
             let ahead: Vec<&Member> = p.owners.iter().take_while(|m| m.id != me).collect();
-            let result = self.forward(op, ahead, message.clone(), call).await;
+            let result = self.forward(op, false, ahead, message.clone(), call).await;
             if !p.local || !matches!(&result, Err(s) if s.code() == tonic::Code::Unavailable) {
                 return result;
             }
@@ -232,7 +233,7 @@ impl CacheService {
     async fn get(&self, req: GetRequest, forwarded: bool) -> Result<GetResponse, Status> {
         match self.place(&req.key, forwarded) {
             Some(p) if !p.local => {
-                self.forward("get", &p.owners, req, |mut c, r| {
+                self.forward("get", true, &p.owners, req, |mut c, r| {
                     Box::pin(async move { c.get(r).await })
                 })
                 .await
@@ -360,7 +361,7 @@ impl CacheService {
             };
             async move {
                 let result = self
-                    .forward("multi_get", [&member], subset, |mut c, r| {
+                    .forward("multi_get", true, [&member], subset, |mut c, r| {
                         Box::pin(async move { c.multi_get(r).await })
                     })
                     .await;
@@ -431,7 +432,7 @@ impl CacheService {
             };
             async move {
                 let result = self
-                    .forward("multi_set", [&member], subset, |mut c, r| {
+                    .forward("multi_set", false, [&member], subset, |mut c, r| {
                         Box::pin(async move { c.multi_set(r).await })
                     })
                     .await;
@@ -697,9 +698,13 @@ impl proto::cache_server::Cache for CacheService {
                 let view = self.cluster.view();
                 let others = view.members().iter().filter(|m| m.id != self.cluster.me.id);
                 let calls = others.map(|member| {
-                    self.forward("stats", [member], proto::StatsRequest {}, |mut c, r| {
-                        Box::pin(async move { c.stats(r).await })
-                    })
+                    self.forward(
+                        "stats",
+                        true,
+                        [member],
+                        proto::StatsRequest {},
+                        |mut c, r| Box::pin(async move { c.stats(r).await }),
+                    )
                 });
                 for reply in futures::future::join_all(calls).await.into_iter().flatten() {
                     nodes.extend(reply.nodes);
