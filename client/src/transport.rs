@@ -294,16 +294,17 @@ impl Connection {
         };
         // Until the response head arrives, dropping this future (a deadline, a
         // caller that gave up) must reset the stream, also when a task still pipes
-        // the request body.
-        let (cancel, cancelled) = tokio::sync::oneshot::channel();
-        let mut cancel = CancelOnDrop(Some(cancel));
+        // the request body; without such a task h2 resets it by itself.
+        let mut cancel = None;
         if !end_of_stream {
-            send_body(body, stream, cancelled)?;
+            cancel = send_body(body, stream)?;
         }
         let response = response
             .await
             .map_err(|e| status_of(&e, &self.inner.address))?;
-        cancel.disarm();
+        if let Some(cancel) = cancel.as_mut() {
+            cancel.disarm();
+        }
         let (head, recv) = response.into_parts();
         let body = Body::new(ResponseBody {
             recv,
@@ -345,14 +346,13 @@ impl tower_service::Service<Request<Body>> for Connection {
 }
 
 /// Sends the request body: what is ready now from this task (with the HEADERS, in
-/// one write), the rest from a task of its own that resets the stream if `cancelled`
-/// fires. A body that fails at once (a message over the size limit, say) resets the
-/// stream and its error is the call's.
+/// one write), the rest from a task of its own, which resets the stream when the
+/// returned guard is dropped armed. A body that fails at once (a message over the
+/// size limit, say) resets the stream and its error is the call's.
 fn send_body(
     mut body: Body,
     mut stream: SendStream<Bytes>,
-    cancelled: tokio::sync::oneshot::Receiver<()>,
-) -> Result<(), Status> {
+) -> Result<Option<CancelOnDrop>, Status> {
     let mut cx = Context::from_waker(Waker::noop());
     let mut eager = 0;
     while eager < EAGER_BYTES {
@@ -360,7 +360,7 @@ fn send_body(
             Poll::Ready(Some(Ok(frame))) => {
                 eager += frame.data_ref().map_or(0, Bytes::len);
                 if send_frame(frame, &body, &mut stream) {
-                    return Ok(());
+                    return Ok(None);
                 }
             }
             Poll::Ready(Some(Err(e))) => {
@@ -369,14 +369,15 @@ fn send_body(
             }
             Poll::Ready(None) => {
                 let _ = stream.send_data(Bytes::new(), true);
-                return Ok(());
+                return Ok(None);
             }
             // The noop waker is not kept: the task below polls again with its own.
             Poll::Pending => break,
         }
     }
+    let (cancel, cancelled) = tokio::sync::oneshot::channel();
     tokio::spawn(pipe_body(body, stream, cancelled));
-    Ok(())
+    Ok(Some(CancelOnDrop(Some(cancel))))
 }
 
 /// Sends one body frame; true when the stream is finished (or broken).
