@@ -21,6 +21,9 @@ use crate::placement::{Member, View};
 use crate::proto::{TopologyRequest, cache_client::CacheClient};
 use crate::transport::{ConnectOptions, Connection};
 
+/// How often a client pings each node it has a connection to.
+const KEEPALIVE: Duration = Duration::from_secs(10);
+
 /// Failures closer together than this trigger at most one re-resolution.
 const MIN_REFRESH_GAP: Duration = Duration::from_millis(500);
 
@@ -185,7 +188,11 @@ impl Balancer {
                 address,
                 ConnectOptions {
                     connect_timeout: self.discovery.connect_timeout,
-                    keepalive: None,
+                    // A node whose host vanished without closing its sockets would
+                    // otherwise time out every call sent to it until the kernel gave
+                    // up on the connection. Once keepalive drops it, the next call
+                    // fails to connect, which is UNAVAILABLE and retried elsewhere.
+                    keepalive: Some(KEEPALIVE),
                 },
             )
         });

@@ -44,7 +44,8 @@ const MAX_HEADER_LIST: u32 = 16 * 1024;
 /// Body bytes sent from the caller's task before the rest goes through a task that
 /// respects flow control; a unary request is far below it.
 const EAGER_BYTES: usize = 64 * 1024;
-/// How long a keepalive PING may go unanswered before the connection is dropped.
+/// Longest a keepalive PING may go unanswered before the connection is dropped
+/// (gRPC's default); shorter intervals wait one interval.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Shortest keepalive interval honoured.
 const MIN_KEEPALIVE: Duration = Duration::from_secs(1);
@@ -220,7 +221,7 @@ impl Connection {
                         loop {
                             tokio::time::sleep(every).await;
                             let pong = tokio::time::timeout(
-                                KEEPALIVE_TIMEOUT,
+                                every.min(KEEPALIVE_TIMEOUT),
                                 pings.ping(h2::Ping::opaque()),
                             );
                             if !matches!(pong.await, Ok(Ok(_))) {
@@ -813,6 +814,45 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::Unavailable);
         assert!(later.elapsed() >= timeout, "{:?}", later.elapsed());
         drop(mute);
+    }
+
+    #[tokio::test]
+    async fn keepalive_drops_a_connection_whose_node_stopped_answering() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        let _server = tokio::spawn(async move {
+            let mut frozen = Vec::new();
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Handshake, then never poll the connection again: no pongs, no
+                // answers, but the socket stays open.
+                frozen.push(h2::server::handshake(tcp).await.unwrap());
+            }
+        });
+        let mut connection = Connection::new(
+            &address,
+            ConnectOptions {
+                connect_timeout: Duration::from_secs(2),
+                keepalive: Some(Duration::from_secs(1)),
+            },
+        );
+        let status = connection
+            .call(request(Body::empty(), Some("300m")))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Cancelled, "{status}");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // One interval to the ping, one to give up on it.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let _ = connection.call(request(Body::empty(), Some("300m"))).await;
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "the dead connection was dropped and a new one made"
+        );
     }
 
     #[tokio::test]
