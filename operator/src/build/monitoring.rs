@@ -52,6 +52,19 @@ pub fn service_monitor(cluster: &Cluster<'_>) -> DynamicObject {
     object
 }
 
+/// The kcache node alerts, the same rules the Helm chart ships for every cluster:
+/// both come from this one file, whose placeholder stands for the label matchers.
+const NODE_ALERTS: &str = include_str!("../../../charts/kcache-operator/files/alerts/nodes.yaml");
+
+/// What [`NODE_ALERTS`] writes where the label matchers go.
+const SELECTOR_PLACEHOLDER: &str = "KCACHE_SELECTOR";
+
+/// The node alerts over the series the `selector` label matchers pick.
+fn node_alert_rules(selector: &str) -> serde_json::Value {
+    serde_yaml::from_str(&NODE_ALERTS.replace(SELECTOR_PLACEHOLDER, selector))
+        .expect("the node alerts are a YAML list of rules (tested)")
+}
+
 /// The kcache alerts, scoped to this cluster's series by the `namespace` and
 /// `service` labels the Prometheus Operator attaches to every scraped target.
 pub fn prometheus_rule(cluster: &Cluster<'_>) -> DynamicObject {
@@ -70,45 +83,28 @@ pub fn prometheus_rule(cluster: &Cluster<'_>) -> DynamicObject {
         "spec": {
             "groups": [{
                 "name": format!("kcache-{name}"),
-                "rules": [
-                    {
-                        "alert": "KcacheNodeDown",
-                        "expr": format!("up{{{scope}}} == 0"),
-                        "for": "5m",
-                        "labels": {"severity": "warning"},
-                        "annotations": {
-                            "summary": "A kcache node is not being scraped",
-                            "description": format!("{{{{ $labels.pod }}}} of kcache cluster {name} has been down for 5 minutes; its keys are served by their other copies, or missed."),
-                        },
-                    },
-                    {
-                        "alert": "KcacheHighErrorRate",
-                        "expr": format!(
-                            r#"sum(rate(kcache_requests_total{{{scope}, code=~"Unknown|Internal|Unavailable|DataLoss|DeadlineExceeded"}}[5m])) / sum(rate(kcache_requests_total{{{scope}}}[5m])) > 0.01"#
-                        ),
-                        "for": "10m",
-                        "labels": {"severity": "warning"},
-                        "annotations": {
-                            "summary": "kcache requests are failing",
-                            "description": format!("More than 1% of the requests to kcache cluster {name} failed with a server error over the last 10 minutes."),
-                        },
-                    },
-                    {
-                        "alert": "KcacheHighLatency",
-                        "expr": format!(
-                            "histogram_quantile(0.99, sum by (le) (rate(kcache_request_duration_seconds_bucket{{{scope}}}[5m]))) > 0.05"
-                        ),
-                        "for": "15m",
-                        "labels": {"severity": "warning"},
-                        "annotations": {
-                            "summary": "kcache is slow",
-                            "description": format!("The 99th percentile latency of kcache cluster {name} has been above 50ms for 15 minutes."),
-                        },
-                    },
-                ],
+                "rules": node_alert_rules(&scope),
             }],
         }
     }));
     object.metadata = meta;
     object
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shared_node_alerts_parse_and_every_one_is_scoped_by_the_selector() {
+        let rules = node_alert_rules(r#"namespace="apps""#);
+        let rules = rules.as_array().expect("a list of rules");
+        assert_eq!(rules.len(), NODE_ALERTS.matches("- alert: ").count());
+        for rule in rules {
+            let expr = rule["expr"].as_str().expect("an expr");
+            assert!(!expr.contains(SELECTOR_PLACEHOLDER), "{expr}");
+            assert!(expr.contains(r#"{namespace="apps""#), "{expr}");
+            assert!(rule["annotations"]["runbook_url"].is_string(), "{rule}");
+        }
+    }
 }

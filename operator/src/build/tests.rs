@@ -376,7 +376,7 @@ fn alert_rules_only_look_at_this_clusters_series() {
         .as_array()
         .unwrap()
         .clone();
-    assert_eq!(rules.len(), 3);
+    assert_eq!(rules.len(), 8);
     for r in rules {
         let expr = r["expr"].as_str().unwrap();
         assert!(

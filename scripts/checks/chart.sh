@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Checks the Helm chart charts/kcache-operator with real Helm (through helm-python-sdk):
+# lint, render with defaults and with every value set, kubernetes-validate --strict for
+# Kubernetes 1.33-1.37, RBAC, the operator's env contract and refused values. The
+# checks themselves, and what each asserts, are in chart.py beside this file.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+venv="${KCACHE_VENV:-$PWD/.venv}"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+cargo build -q -p kcache-operator
+"$venv/bin/python" scripts/checks/chart.py "$work" target/debug/kcache-operator
