@@ -1,0 +1,12 @@
+# Sourced by the checks that need Prometheus: installs Debian's prometheus package
+# (promtool and the server) when promtool is missing and we are root.
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    apt-get update -qq >/dev/null || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  fi
+fi
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  echo "promtool and prometheus are needed (apt-get install prometheus)" >&2
+  exit 1
+fi
