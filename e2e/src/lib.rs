@@ -15,6 +15,9 @@
 #![forbid(unsafe_code)]
 
 pub mod apiserver;
+pub mod controllers;
+pub mod dns;
+pub mod kubelet;
 pub mod local;
 
 /// Errors of the local control plane.

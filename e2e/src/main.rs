@@ -1,8 +1,8 @@
-//! `kcache-local`: the local control plane for kcache. See the library for what it runs.
+//! `kcache-local`: the local Kubernetes for kcache. See the library for what it runs.
 
 use clap::{Parser, Subcommand};
 
-/// kcache's local control plane (an emulated Kubernetes API).
+/// kcache's local Kubernetes: API, controllers, kubelet (pods as processes), DNS, operator.
 #[derive(Debug, Parser)]
 #[command(name = "kcache-local", version)]
 struct Cli {
@@ -10,22 +10,25 @@ struct Cli {
     command: Command,
 }
 
-/// Subcommands; `demo` joins them with the operator.
+/// Subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start the control plane, write a kubeconfig, run until SIGINT or SIGTERM.
+    /// Start the local cluster, write a kubeconfig, run until SIGINT or SIGTERM.
     Up(kcache_e2e::local::UpArgs),
+    /// `up`, then the example CacheCluster, a workload and a summary.
+    Demo(kcache_e2e::local::demo::DemoArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
     match Cli::parse().command {
         Command::Up(args) => kcache_e2e::local::up(args, interrupted()).await?,
+        Command::Demo(args) => kcache_e2e::local::demo::run(args, interrupted()).await?,
     }
     Ok(())
 }

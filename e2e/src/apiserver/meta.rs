@@ -98,6 +98,14 @@ pub fn now_micro_time() -> String {
     now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
+/// `seconds` from now, as a `Time` string (a graceful deletion's deadline).
+pub fn time_in(seconds: u64) -> String {
+    let micros = i64::try_from(seconds.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
+    let later = Timestamp::from_microsecond(now().as_microsecond().saturating_add(micros))
+        .unwrap_or_else(|_| now());
+    format_time(later)
+}
+
 fn format_time(ts: Timestamp) -> String {
     ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }

@@ -1,18 +1,20 @@
-//! The `kcache-local` command: a local control plane a person (or the e2e suite) can
-//! point kubectl and kube-rs at.
+//! The `kcache-local` command: a local Kubernetes a person (or the e2e suite) can point
+//! kubectl and kube-rs at, with pods that really run.
 //!
-//! `up` serves the API emulator, registers the CacheCluster CRD and runs the kcache
-//! operator against it, so `kubectl apply -f examples/cachecluster-minimal.yaml`
-//! creates a cluster's objects. The `demo` subcommand (a 3-node cluster of real node
-//! processes with traffic) needs the StatefulSet, kubelet, EndpointSlice and DNS
-//! emulation, and belongs in this module next to [`up`] when they exist.
+//! [`Local::start`] brings up, all on loopback: the API emulator, its StatefulSet and
+//! EndpointSlice controllers, cluster DNS, a kubelet whose pods are processes on
+//! 127.0.0.N, and (unless told not to) the CacheCluster CRD and the kcache operator.
+//! `up` runs that until interrupted; `demo` adds the example CacheCluster and a workload.
 
+pub mod demo;
 pub mod kubeconfig;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::apiserver::{ApiServer, Config};
 
@@ -20,12 +22,26 @@ use crate::apiserver::{ApiServer, Config};
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpArgs {
     /// Where to write the kubeconfig for this control plane (`kubectl --kubeconfig PATH`).
-    #[arg(long, env = "KCACHE_LOCAL_KUBECONFIG")]
+    #[arg(
+        long,
+        env = "KCACHE_LOCAL_KUBECONFIG",
+        default_value = "target/kcache-local/kubeconfig"
+    )]
     pub kubeconfig: PathBuf,
     /// Address of the API server; port 0 picks a free one (the kubeconfig has the real one).
     #[arg(long, env = "KCACHE_LOCAL_ADDR", default_value = "127.0.0.1:0")]
     pub addr: SocketAddr,
-    /// Serve the API only: no CacheCluster CRD, no operator.
+    /// Address of the cluster DNS server (UDP and TCP); port 0 picks a free one.
+    #[arg(long, env = "KCACHE_LOCAL_DNS_ADDR", default_value = "127.0.0.1:0")]
+    pub dns_addr: SocketAddr,
+    /// Pod folders and logs; default: `pods/` next to the kubeconfig.
+    #[arg(long, env = "KCACHE_LOCAL_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Where the images' programs are (kcache-node, ...); default: the folder this
+    /// binary is in (cargo's target/<profile>).
+    #[arg(long, env = "KCACHE_LOCAL_BIN_DIR")]
+    pub bin_dir: Option<PathBuf>,
+    /// Serve the API, controllers, kubelet and DNS only: no CacheCluster CRD, no operator.
     #[arg(long, env = "KCACHE_LOCAL_NO_OPERATOR")]
     pub no_operator: bool,
     /// Address of the operator's /metrics, /healthz and /readyz.
@@ -37,63 +53,210 @@ pub struct UpArgs {
     pub operator_addr: SocketAddr,
 }
 
-/// Starts the control plane, writes the kubeconfig, serves until `shutdown` resolves.
+impl UpArgs {
+    /// Defaults for a local cluster whose files go under `dir`.
+    pub fn in_dir(dir: &std::path::Path) -> Self {
+        Self {
+            kubeconfig: dir.join("kubeconfig"),
+            addr: "127.0.0.1:0".parse().expect("a socket address"),
+            dns_addr: "127.0.0.1:0".parse().expect("a socket address"),
+            state_dir: None,
+            bin_dir: None,
+            no_operator: false,
+            operator_addr: "127.0.0.1:0".parse().expect("a socket address"),
+        }
+    }
+}
+
+/// The folder of the running executable, or of the test binary's parent (`deps/..`):
+/// where cargo put kcache-node next to it.
+pub fn default_bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.parent().map(PathBuf::from).unwrap_or(dir)
+    } else {
+        dir
+    }
+}
+
+/// A running local cluster.
+#[allow(missing_debug_implementations)] // holds task handles
+pub struct Local {
+    /// The admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// The API server's URL.
+    pub api_url: String,
+    /// The cluster DNS server.
+    pub dns: SocketAddr,
+    /// The operator's HTTP address, when it runs.
+    pub operator: Option<SocketAddr>,
+    /// Pod folders and logs.
+    pub state_dir: PathBuf,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    stop_kubelet: watch::Sender<bool>,
+    kubelet: JoinHandle<()>,
+    stop_server: watch::Sender<bool>,
+    server: JoinHandle<()>,
+}
+
+impl Local {
+    /// Starts every part and returns once the API answers; pods follow as they are asked
+    /// for.
+    pub async fn start(args: &UpArgs) -> Result<Self, crate::Error> {
+        let listener = TcpListener::bind(args.addr).await?;
+        let addr = listener.local_addr()?;
+        let api_url = format!("http://{addr}");
+        kubeconfig::write(&args.kubeconfig, &api_url)?;
+        let state_dir = args.state_dir.clone().unwrap_or_else(|| {
+            args.kubeconfig
+                .parent()
+                .map(|p| p.join("pods"))
+                .unwrap_or_else(|| PathBuf::from("pods"))
+        });
+        std::fs::create_dir_all(&state_dir)?;
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = Vec::new();
+        // The API server stops last, after every client of it.
+        let (stop_server, server_stop) = watch::channel(false);
+        let server = ApiServer::new(Config::default())?;
+        let server = tokio::spawn(async move {
+            let mut stopped = server_stop;
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = server.serve(listener, shutdown).await {
+                tracing::error!(error = %e, "API server failed");
+            }
+        });
+        let client = kube::Client::try_from(kube::Config::new(
+            api_url.parse().expect("a socket address is a valid URI"),
+        ))?;
+        tasks.push(tokio::spawn(crate::controllers::statefulset::run(
+            client.clone(),
+            stopped.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::controllers::endpointslice::run(
+            client.clone(),
+            stopped.clone(),
+        )));
+        let (dns, dns_task) =
+            crate::dns::serve(client.clone(), args.dns_addr, stopped.clone()).await?;
+        tasks.push(dns_task);
+        let kubelet = crate::kubelet::Config {
+            node_name: "kcache-local".into(),
+            state_dir: state_dir.clone(),
+            bin_dir: args.bin_dir.clone().unwrap_or_else(default_bin_dir),
+            kubeconfig: args.kubeconfig.clone(),
+            pod_ips: 10..=250,
+        };
+        // The kubelet stops first, while the API is still there to hear about its pods.
+        let (stop_kubelet, kubelet_stopped) = watch::channel(false);
+        let kubelet = tokio::spawn(crate::kubelet::run(
+            client.clone(),
+            kubelet,
+            kubelet_stopped,
+        ));
+        let mut operator_addr = None;
+        if !args.no_operator {
+            let operator = TcpListener::bind(args.operator_addr).await?;
+            operator_addr = Some(operator.local_addr()?);
+            install_crd(&client).await?;
+            let config = kcache_operator::RunConfig {
+                leader: None,
+                options: kcache_operator::build::BuildOptions::default(),
+                identity: "kcache-local".into(),
+            };
+            let operator_stop = stopped.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = kcache_operator::run(client, operator, config, operator_stop).await
+                {
+                    tracing::error!(error = %e, "the operator stopped");
+                }
+            }));
+        }
+        Ok(Self {
+            kubeconfig: args.kubeconfig.clone(),
+            api_url,
+            dns,
+            operator: operator_addr,
+            state_dir,
+            stop,
+            tasks,
+            stop_kubelet,
+            kubelet,
+            stop_server,
+            server,
+        })
+    }
+
+    /// A client of this cluster.
+    pub fn client(&self) -> Result<kube::Client, crate::Error> {
+        Ok(kube::Client::try_from(kube::Config::new(
+            self.api_url
+                .parse()
+                .expect("a socket address is a valid URI"),
+        ))?)
+    }
+
+    /// Stops pods (SIGTERM, then SIGKILL after [`crate::kubelet::SHUTDOWN_GRACE`]) and
+    /// every part, and waits for them.
+    pub async fn stop(self) {
+        let _ = self.stop_kubelet.send(true);
+        let _ = self.kubelet.await;
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let _ = self.stop_server.send(true);
+        let _ = self.server.await;
+    }
+}
+
+/// Installs (or updates) the CacheCluster CRD the operator serves.
+async fn install_crd(client: &kube::Client) -> Result<(), crate::Error> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::CustomResourceExt;
+    use kube::api::{Patch, PatchParams};
+
+    let crd = kcache_crd::CacheCluster::crd();
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    kube::Api::<CustomResourceDefinition>::all(client.clone())
+        .patch(
+            &name,
+            &PatchParams::apply("kcache-local").force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Starts the local cluster, prints how to reach it, serves until `shutdown` resolves.
 pub async fn up(
     args: UpArgs,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), crate::Error> {
-    let listener = TcpListener::bind(args.addr).await?;
-    let addr = listener.local_addr()?;
-    kubeconfig::write(&args.kubeconfig, &format!("http://{addr}"))?;
-    tracing::info!(%addr, kubeconfig = %args.kubeconfig.display(), "control plane up");
-    println!("kcache-local: API server on http://{addr}");
-    println!(
-        "kcache-local: kubectl --kubeconfig {} get namespaces",
-        args.kubeconfig.display()
-    );
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(
-        ApiServer::new(Config::default())?.serve(listener, async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        }),
-    );
-    if !args.no_operator {
-        let client = kube::Client::try_from(kube::Config::new(
-            format!("http://{addr}")
-                .parse()
-                .expect("a socket address is a valid URI"),
-        ))?;
-        operator(client, args.operator_addr, stop_rx).await?;
-    }
-    server.await.map_err(std::io::Error::other)??;
+    let local = Local::start(&args).await?;
+    print_access(&local);
+    shutdown.await;
+    println!("kcache-local: stopping pods and the control plane");
+    local.stop().await;
     Ok(())
 }
 
-/// Registers the CacheCluster CRD and runs the operator (one replica, no leader
-/// election) until `stop` turns true.
-async fn operator(
-    client: kube::Client,
-    addr: SocketAddr,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), crate::Error> {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    use kube::CustomResourceExt;
-
-    let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
-    crds.create(&Default::default(), &kcache_crd::CacheCluster::crd())
-        .await?;
-    let listener = TcpListener::bind(addr).await?;
+/// What to paste to reach the cluster.
+pub fn print_access(local: &Local) {
+    let kc = local.kubeconfig.display();
     println!(
-        "kcache-local: operator running (metrics on http://{}/metrics); try kubectl apply -f examples/cachecluster-minimal.yaml",
-        listener.local_addr()?
+        "kcache-local: API server {} (kubeconfig {kc})",
+        local.api_url
     );
-    let config = kcache_operator::RunConfig {
-        leader: None,
-        options: kcache_operator::build::BuildOptions::default(),
-        identity: "kcache-local".into(),
-    };
-    kcache_operator::run(client, listener, config, stop)
-        .await
-        .map_err(|e| crate::Error::Operator(e.to_string()))
+    println!("kcache-local: cluster DNS {} (udp+tcp)", local.dns);
+    if let Some(operator) = local.operator {
+        println!("kcache-local: operator metrics http://{operator}/metrics");
+    }
+    println!("kcache-local: pod logs under {}", local.state_dir.display());
+    println!("  kubectl --kubeconfig {kc} apply -f examples/cachecluster-minimal.yaml");
+    println!("  kubectl --kubeconfig {kc} get cachecluster,statefulset,pods -o wide");
 }

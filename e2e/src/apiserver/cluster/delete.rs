@@ -29,6 +29,8 @@ pub struct DeleteOptions {
     /// `["All"]` for a dry run.
     #[serde(default)]
     pub dry_run: Vec<String>,
+    /// How long a pod's kubelet may take to stop it; 0 removes it at once.
+    pub grace_period_seconds: Option<i64>,
 }
 
 /// `DeleteOptions.preconditions`.
@@ -119,6 +121,9 @@ impl Cluster {
         let committed = self.store.mutate(&rt.storage, id, dry_run, |current| {
             let current = current.ok_or_else(|| not_found(rt, &id.1))?;
             check_preconditions(rt, &current.object, options)?;
+            if let Some(write) = graceful_pod_delete(rt, current, options) {
+                return Ok(write);
+            }
             let mut obj = current.object.clone();
             let mut finalizers = meta::finalizers(&obj);
             let deleting = meta::meta_str(&obj, "deletionTimestamp").is_some();
@@ -180,6 +185,56 @@ impl Cluster {
         }
     }
 }
+
+/// Graceful deletion of a pod bound to a node, as the real pod registry does it: the pod
+/// stays, marked with `deletionTimestamp` (now + grace) and `deletionGracePeriodSeconds`,
+/// until its kubelet has stopped the containers and deletes it again with grace 0.
+/// `None` when the delete goes ahead now (not a pod, unbound, or grace 0).
+fn graceful_pod_delete(
+    rt: &ResourceType,
+    current: &crate::apiserver::store::Stored,
+    options: &DeleteOptions,
+) -> Option<Write> {
+    if !rt.group.is_empty() || rt.plural != "pods" {
+        return None;
+    }
+    let obj = &current.object;
+    meta::get_path(obj, &["spec", "nodeName"]).and_then(Value::as_str)?;
+    // A pod that never ran (or has stopped for good) has nothing to wait for.
+    if matches!(
+        meta::get_path(obj, &["status", "phase"]).and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    ) {
+        return None;
+    }
+    let grace = options
+        .grace_period_seconds
+        .or_else(|| {
+            meta::get_path(obj, &["spec", "terminationGracePeriodSeconds"]).and_then(Value::as_i64)
+        })
+        .unwrap_or(DEFAULT_POD_GRACE_SECONDS)
+        .max(0);
+    if grace == 0 {
+        return None;
+    }
+    let current_grace = meta::meta(obj)
+        .and_then(|m| m.get("deletionGracePeriodSeconds"))
+        .and_then(Value::as_i64);
+    if current_grace.is_some_and(|g| g <= grace) {
+        return Some(Write::Keep);
+    }
+    let mut stored = current.clone();
+    let metadata = meta::meta_mut(&mut stored.object);
+    metadata.insert(
+        "deletionTimestamp".into(),
+        meta::time_in(grace.unsigned_abs()).into(),
+    );
+    metadata.insert("deletionGracePeriodSeconds".into(), grace.into());
+    Some(Write::Put(stored))
+}
+
+/// The pod grace period when neither the delete nor the pod names one (the API default).
+pub const DEFAULT_POD_GRACE_SECONDS: i64 = 30;
 
 fn check_preconditions(rt: &ResourceType, obj: &Value, options: &DeleteOptions) -> ApiResult<()> {
     let Some(pre) = &options.preconditions else {

@@ -6,6 +6,7 @@
 //! collector now, the StatefulSet/kubelet/EndpointSlice emulation later) call it directly.
 
 mod admit;
+mod bind;
 mod create;
 mod delete;
 mod update;

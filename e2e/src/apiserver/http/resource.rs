@@ -110,6 +110,20 @@ pub(super) async fn handle(state: &AppState, request: ResourceRequest) -> ApiRes
         Some("scale") if rt.scale.is_some() => {
             super::scale::handle(state, &rt, namespace, &name, &request)
         }
+        Some("binding") if rt.group.is_empty() && rt.plural == "pods" => {
+            if request.method != Method::POST {
+                return Err(ApiError::method_not_allowed(format!(
+                    "{} is not supported on pods/binding",
+                    verb(&request.method)
+                )));
+            }
+            let binding = request.json_body()?;
+            state.cluster.bind(namespace, &name, &binding)?;
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ))
+        }
         Some(other) => Err(ApiError::no_route(&format!("{}/{other}", rt.plural))),
     }
 }
@@ -256,6 +270,12 @@ fn delete_options(request: &ResourceRequest) -> ApiResult<DeleteOptions> {
     }
     if request.query.get("dryRun") == Some("All") {
         options.dry_run = vec!["All".into()];
+    }
+    if let Some(grace) = request.query.get("gracePeriodSeconds") {
+        options.grace_period_seconds =
+            Some(grace.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid gracePeriodSeconds {grace:?}"))
+            })?);
     }
     Ok(options)
 }

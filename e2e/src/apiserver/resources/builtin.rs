@@ -1,9 +1,9 @@
 //! The built-in kinds kcache needs, one row each.
 
 use k8s_openapi::api::{
-    apps::v1::StatefulSet,
+    apps::v1::{ControllerRevision, StatefulSet},
     coordination::v1::Lease,
-    core::v1::{ConfigMap, Event, Namespace, Pod, Secret, Service, ServiceAccount},
+    core::v1::{ConfigMap, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount},
     discovery::v1::EndpointSlice,
     events::v1::Event as EventV1,
     networking::v1::NetworkPolicy,
@@ -199,6 +199,19 @@ pub fn all() -> Vec<ResourceType> {
             .columns(&[("Type", "string", ".type")])
             .fields(&["type"]),
         statefulsets,
+        row(
+            "apps",
+            "v1",
+            "ControllerRevision",
+            "controllerrevisions",
+            decode::<ControllerRevision>,
+        )
+        .columns(&[("Revision", "integer", ".revision")]),
+        row("", "v1", "Node", "nodes", decode::<Node>)
+            .cluster()
+            .status()
+            .short(&["no"])
+            .columns(&[("Version", "string", ".status.nodeInfo.kubeletVersion")]),
         row(
             "discovery.k8s.io",
             "v1",
