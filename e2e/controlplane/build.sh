@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the real control plane pinned by go.mod (kube-apiserver, kube-controller-manager,
-# etcd) into a cache folder outside the repository, and prints that folder's bin dir on
-# stdout (progress goes to stderr). The folder is named after a hash of go.mod, go.sum and
-# this script, so a build happens once per pin and a warm run only hashes three files.
+# etcd, and the kubectl of the same release) into a cache folder outside the repository,
+# and prints that folder's bin dir on stdout (progress goes to stderr). The folder is named
+# after a hash of go.mod, go.sum and this script, so a build happens once per pin and a
+# warm run only hashes three files.
 #
 #   bin=$(e2e/controlplane/build.sh)       # then: export KCACHE_CONTROLPLANE_BIN=$bin
 #
@@ -21,7 +22,7 @@ cache="${KCACHE_CACHE_DIR:-$HOME/.cache/kcache}/controlplane"
 key="$(cat go.mod go.sum build.sh | sha256sum | cut -c1-16)"
 out="$cache/$key"
 bin="$out/bin"
-binaries=(kube-apiserver kube-controller-manager etcd)
+binaries=(kube-apiserver kube-controller-manager etcd kubectl)
 
 complete() {
   local b
@@ -68,6 +69,7 @@ echo "build.sh: building ${binaries[*]} $version (CGO_ENABLED=0, -trimpath)" >&2
 CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$tmp/" \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
+  k8s.io/kubernetes/cmd/kubectl \
   go.etcd.io/etcd/server/v3
 # The etcd server package's directory is server/v3, so go names its binary "server".
 mv "$tmp/server" "$tmp/etcd"

@@ -16,6 +16,7 @@
 
 pub mod apiserver;
 pub mod controllers;
+pub mod controlplane;
 pub mod dns;
 pub mod kubelet;
 pub mod local;
