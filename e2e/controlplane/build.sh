@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the real control plane pinned by go.mod (kube-apiserver, kube-controller-manager,
 # etcd, and the kubectl of the same release) into a cache folder outside the repository,
-# and prints that folder's bin dir on stdout (progress goes to stderr). The folder is named
-# after a hash of go.mod, go.sum and this script, so a build happens once per pin and a
-# warm run only hashes three files.
+# and prints that folder's bin dir on stdout (progress goes to stderr); the CRDs of the
+# prometheus-operator release pinned in prometheus-operator/go.mod go to ../crds beside it.
+# The folder is named after a hash of the pins and this script, so a build happens once
+# per pin and a warm run only hashes five files.
 #
 #   bin=$(e2e/controlplane/build.sh)       # then: export KCACHE_CONTROLPLANE_BIN=$bin
 #
@@ -19,14 +20,18 @@ if ! command -v go >/dev/null; then
 fi
 
 cache="${KCACHE_CACHE_DIR:-$HOME/.cache/kcache}/controlplane"
-key="$(cat go.mod go.sum build.sh | sha256sum | cut -c1-16)"
+pins=(go.mod go.sum prometheus-operator/go.mod prometheus-operator/go.sum build.sh)
+key="$(cat "${pins[@]}" | sha256sum | cut -c1-16)"
 out="$cache/$key"
 bin="$out/bin"
+# The CRDs prometheus-operator ships, for ServiceMonitor and PrometheusRule objects.
+crds="$out/crds/prometheus-operator"
 binaries=(kube-apiserver kube-controller-manager etcd kubectl)
 
 complete() {
   local b
   for b in "${binaries[@]}"; do [[ -x "$bin/$b" ]] || return 1; done
+  [[ -f "$crds/monitoring.coreos.com_servicemonitors.yaml" ]]
 }
 
 if complete; then
@@ -65,18 +70,22 @@ done
 
 tmp="$(mktemp -d "$cache/$key.tmp.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/bin" "$tmp/crds/prometheus-operator"
+echo "build.sh: downloading the prometheus-operator CRDs" >&2
+module="$(cd prometheus-operator && go mod download -json github.com/prometheus-operator/prometheus-operator |
+  sed -n 's/.*"Dir": "\([^"]*\)".*/\1/p')"
+cp "$module"/example/prometheus-operator-crd/*.yaml "$tmp/crds/prometheus-operator/"
 echo "build.sh: building ${binaries[*]} $version (CGO_ENABLED=0, -trimpath)" >&2
-CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$tmp/" \
+CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$tmp/bin/" \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kubectl \
   go.etcd.io/etcd/server/v3
 # The etcd server package's directory is server/v3, so go names its binary "server".
-mv "$tmp/server" "$tmp/etcd"
-chmod 755 "$tmp"
-mkdir -p "$out"
-rm -rf "$bin"
-mv "$tmp" "$bin"
+mv "$tmp/bin/server" "$tmp/bin/etcd"
+chmod -R u+w,go+rX "$tmp"
+rm -rf "$out"
+mv "$tmp" "$out"
 trap - EXIT
 echo "build.sh: built in $((SECONDS - start))s into $bin" >&2
 echo "$bin"

@@ -14,6 +14,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kcache_crd::CacheCluster;
 use kcache_e2e::controlplane::{Options, RealControlPlane};
+use kcache_operator::build::BuildOptions;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use serde_json::{Value, json};
 
@@ -112,6 +113,63 @@ async fn the_real_apiserver_serves_the_cachecluster_crd_and_enforces_its_rules()
     unknown_fields_are_pruned(&client).await;
     the_examples_are_admitted(&cp).await;
     kubectl_explains_the_crd(&cp).await;
+    let state = cp.state_dir.clone();
+    cp.stop().await;
+    std::fs::remove_dir_all(state).unwrap();
+}
+
+/// `kcache-operator render` of the production example (every optional object on),
+/// applied with kubectl's default strict field validation: each object, ServiceMonitor
+/// and PrometheusRule included, must match the real schema field for field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_objects_are_admitted_by_their_real_schemas() {
+    let cp = start().await;
+    let crds = cp.prometheus_operator_crds();
+    for kind in ["servicemonitors", "prometheusrules"] {
+        let file = crds.join(format!("monitoring.coreos.com_{kind}.yaml"));
+        let file = file.to_str().unwrap();
+        kubectl(&cp, &["apply", "--server-side", "-f", file])
+            .await
+            .unwrap();
+        let crd = format!("crd/{kind}.monitoring.coreos.com");
+        kubectl(&cp, &["wait", "--for=condition=Established", &crd])
+            .await
+            .unwrap();
+    }
+    let manifest = include_str!("../../examples/cachecluster-production.yaml");
+    let objects = kcache_operator::render::render(manifest, &BuildOptions::default()).unwrap();
+    let file = cp.state_dir.join("rendered.yaml");
+    std::fs::write(&file, objects).unwrap();
+    kubectl(&cp, &["create", "namespace", "cache"])
+        .await
+        .unwrap();
+    kubectl(
+        &cp,
+        &["apply", "--server-side", "-f", file.to_str().unwrap()],
+    )
+    .await
+    .unwrap();
+    let listed = kubectl(
+        &cp,
+        &[
+            "get",
+            "servicemonitors,prometheusrules",
+            "-n",
+            "cache",
+            "-o",
+            "name",
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        [
+            "servicemonitor.monitoring.coreos.com/sessions",
+            "prometheusrule.monitoring.coreos.com/sessions",
+        ],
+        "{listed}"
+    );
     let state = cp.state_dir.clone();
     cp.stop().await;
     std::fs::remove_dir_all(state).unwrap();

@@ -275,6 +275,13 @@ impl RealControlPlane {
         cmd
     }
 
+    /// The CRD manifests of the pinned prometheus-operator release
+    /// (`monitoring.coreos.com_servicemonitors.yaml`, `…_prometheusrules.yaml`, …), which
+    /// build.sh puts beside the bin dir; not installed until a caller applies them.
+    pub fn prometheus_operator_crds(&self) -> PathBuf {
+        prometheus_operator_crds(&self.bin_dir)
+    }
+
     /// The log file of a process (`etcd`, `kube-apiserver`, `kube-controller-manager`).
     pub fn log(&self, name: &str) -> PathBuf {
         self.state_dir.join(format!("{name}.log"))
@@ -332,6 +339,11 @@ impl RealControlPlane {
             tokio::time::sleep(POLL).await;
         }
     }
+}
+
+/// Where build.sh puts the prometheus-operator CRDs for the binaries in `bin_dir`.
+pub fn prometheus_operator_crds(bin_dir: &Path) -> PathBuf {
+    bin_dir.join("../crds/prometheus-operator")
 }
 
 /// Decides addresses and paths, and makes the keys.
