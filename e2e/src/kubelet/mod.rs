@@ -4,7 +4,8 @@
 //! 127.0.0.N, with the pod's probes, restarts and graceful termination.
 //!
 //! Containers become programs through [`runtime::IMAGE_TABLE`]; a pod's logs are in
-//! `<state dir>/pods/<namespace>_<pod>/<container>.log`.
+//! `<state dir>/pods/<namespace>_<pod>/<container>.log`, the running process's id in
+//! `<container>.pid` beside it.
 
 pub mod node;
 pub mod pod;

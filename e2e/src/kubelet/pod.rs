@@ -471,6 +471,14 @@ impl Runner {
                     format!("starting {}: {e}", program.display()),
                 )
             })?;
+        // `<container>.pid` is how a person (or a fault test) finds the process, as
+        // `crictl inspect` would tell on a real node.
+        if let Some(pid) = child.id() {
+            let _ = std::fs::write(
+                self.dir.join(format!("{}.pid", self.container.name)),
+                pid.to_string(),
+            );
+        }
         tracing::info!(pod = %self.pod.name_any(), container = %self.container.name, program = %program.display(), ?args, "container started");
         self.tracker.update(self.index, |c| {
             c.state = json!({"running": {"startedAt": crate::apiserver::meta::now_time()}});
