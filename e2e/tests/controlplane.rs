@@ -40,9 +40,23 @@ where
     }
 }
 
-/// Runs kubectl with `args`; Ok(stdout) if it succeeded, Err(stderr) otherwise.
+/// Runs kubectl as the admin with `args`; Ok(stdout) if it succeeded, Err(stderr) otherwise.
 async fn kubectl(cp: &RealControlPlane, args: &[&str]) -> Result<String, String> {
-    let out = cp.kubectl().args(args).output().await.unwrap();
+    run(cp.kubectl().args(args), args).await
+}
+
+/// Runs kubectl with the credentials in `kubeconfig`.
+async fn kubectl_as(
+    cp: &RealControlPlane,
+    kubeconfig: &std::path::Path,
+    args: &[&str],
+) -> Result<String, String> {
+    let mut cmd = tokio::process::Command::new(cp.bin_dir.join("kubectl"));
+    run(cmd.arg("--kubeconfig").arg(kubeconfig).args(args), args).await
+}
+
+async fn run(cmd: &mut tokio::process::Command, args: &[&str]) -> Result<String, String> {
+    let out = cmd.output().await.unwrap();
     if out.status.success() {
         Ok(String::from_utf8(out.stdout).unwrap())
     } else {
@@ -93,12 +107,13 @@ async fn start() -> RealControlPlane {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_real_control_plane_reports_its_release_and_its_controllers_work() {
+async fn the_real_control_plane_reports_its_release_runs_its_controllers_and_enforces_rbac() {
     let cp = start().await;
     let client = cp.client().await.unwrap();
     kubectl_reports_the_pinned_release(&cp).await;
     the_statefulset_controller_creates_pods_and_gc_removes_them(&client).await;
     dependents_of_a_custom_resource_are_collected_with_it(&cp, &client).await;
+    a_service_account_has_only_the_rights_rbac_grants_it(&cp).await;
     let state = cp.state_dir.clone();
     cp.stop().await;
     std::fs::remove_dir_all(state).unwrap();
@@ -448,6 +463,57 @@ async fn the_statefulset_controller_creates_pods_and_gc_removes_them(client: &ku
         },
     )
     .await;
+}
+
+async fn a_service_account_has_only_the_rights_rbac_grants_it(cp: &RealControlPlane) {
+    kubectl(cp, &["create", "serviceaccount", "reader"])
+        .await
+        .unwrap();
+    let reader = cp
+        .service_account_kubeconfig("default", "reader", Duration::from_secs(600))
+        .await
+        .unwrap();
+    let refused = kubectl_as(cp, &reader, &["get", "pods"]).await.unwrap_err();
+    assert!(
+        refused
+            .contains(r#"User "system:serviceaccount:default:reader" cannot list resource "pods""#),
+        "{refused}"
+    );
+    kubectl(
+        cp,
+        &[
+            "create",
+            "role",
+            "pod-reader",
+            "--verb=get,list",
+            "--resource=pods",
+        ],
+    )
+    .await
+    .unwrap();
+    let bind = ["create", "rolebinding", "reader", "--role=pod-reader"];
+    kubectl(
+        cp,
+        &[&bind[..], &["--serviceaccount=default:reader"]].concat(),
+    )
+    .await
+    .unwrap();
+    eventually(
+        "the RoleBinding to take effect",
+        Duration::from_secs(30),
+        || kubectl_as(cp, &reader, &["get", "pods"]),
+    )
+    .await;
+    // Granted list, not delete.
+    let out = tokio::process::Command::new(cp.bin_dir.join("kubectl"))
+        .arg("--kubeconfig")
+        .arg(&reader)
+        .args(["auth", "can-i", "delete", "pods"])
+        .output()
+        .await
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert_eq!((out.status.code(), answer.trim()), (Some(1), "no"));
 }
 
 /// A minimal CRD of the test's own, so this does not depend on the CacheCluster CRD.

@@ -25,6 +25,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use serde_json::json;
 use tokio::time::Instant;
@@ -266,6 +267,35 @@ impl RealControlPlane {
         .await
         .map_err(|e| Error::Kubeconfig(e.to_string()))?;
         Ok(kube::Client::try_from(config)?)
+    }
+
+    /// Writes a kubeconfig that acts as ServiceAccount `namespace/name`, with a token from
+    /// the TokenRequest API valid for `ttl` (at least 10 minutes, the API's floor), so a
+    /// process run with it (the operator, a node) has exactly the RBAC the account is
+    /// bound to. The account must exist. Returns the file's path.
+    pub async fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<PathBuf, Error> {
+        let accounts: kube::Api<ServiceAccount> =
+            kube::Api::namespaced(self.client().await?, namespace);
+        let request: TokenRequest = serde_json::from_value(json!({
+            "spec": {"audiences": [], "expirationSeconds": ttl.as_secs().max(600)},
+        }))
+        .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+        let issued = accounts
+            .create_token_request(name, &Default::default(), &request)
+            .await?;
+        let token = issued.status.map(|s| s.token).unwrap_or_default();
+        let path = self
+            .state_dir
+            .join(format!("serviceaccount-{namespace}-{name}.kubeconfig"));
+        let text = render_kubeconfig(&self.server, &self.ca_cert, &token)
+            .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+        std::fs::write(&path, text)?;
+        Ok(path)
     }
 
     /// `kubectl` of the pinned release, pointed at this control plane.
