@@ -225,6 +225,12 @@ def check_rendered(name, objects, out):
         for label in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by"):
             expect(label in labels, f"{name}: {doc['kind']} {doc['metadata']['name']} lacks the label {label}")
         (out / f"{name}-{i:02}-{doc['kind'].lower()}.yaml").write_text(yaml.safe_dump(doc))
+    for _, doc in objects:
+        if doc["kind"] == "ConfigMap":
+            expect(doc["metadata"]["labels"].get("grafana_dashboard") == "1", "the dashboard ConfigMap lacks grafana_dashboard: 1")
+            shipped = (CHART / "dashboards" / "kcache.json").read_text()
+            expect(doc["data"].get("kcache.json", "").strip() == shipped.strip(), "the dashboard ConfigMap differs from dashboards/kcache.json")
+            json.loads(doc["data"]["kcache.json"])
     print(f"render: {name} values give {len(objects)} objects: {', '.join(kinds)}")
 
 
