@@ -77,10 +77,6 @@ pub const MAX_REPLICATION_FACTOR: i32 = 5;
     .message("replicationFactor must not exceed replicas: a key cannot have more owners than there are nodes")
     .field_path(".replicationFactor")
     .reason(Reason::FieldValueInvalid))]
-#[x_kube(validation = Rule::new("!has(self.maxMemory) || !has(self.resources) || !has(self.resources.limits) || !('memory' in self.resources.limits) || quantity(self.maxMemory).isLessThan(quantity(string(self.resources.limits.memory)))")
-    .message("maxMemory must be below resources.limits.memory: the node needs memory beyond its store for connections and buffers")
-    .field_path(".maxMemory")
-    .reason(Reason::FieldValueInvalid))]
 #[x_kube(validation = Rule::new("!has(self.maxMemory) || quantity(self.maxValueSize).compareTo(quantity(self.maxMemory)) <= 0")
     .message("maxValueSize must not exceed maxMemory: such a value could never be stored")
     .field_path(".maxValueSize")
@@ -118,8 +114,9 @@ pub struct CacheClusterSpec {
 
     /// Memory each node may use for keys, values and per-entry overhead, as a
     /// Kubernetes quantity (e.g. 256Mi, 2Gi); beyond it the node evicts. Must be below
-    /// resources.limits.memory. Defaults to 75% of the memory limit (the rest is for
-    /// connections and buffers), or 256Mi when no limit is set.
+    /// resources.limits.memory (the operator checks it and reports Degraded naming this
+    /// field). Defaults to 75% of the memory limit (the rest is for connections and
+    /// buffers), or 256Mi when no limit is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(QUANTITY_PATTERN), length(max = MAX_SHORT_STRING))]
     #[x_kube(validation = Rule::new("quantity(self).compareTo(quantity('1Mi')) >= 0")

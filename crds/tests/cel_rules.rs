@@ -77,26 +77,15 @@ fn the_replication_rule_points_kubectl_at_the_replication_factor_field() {
     );
 }
 
+/// maxMemory against resources.limits.memory is the operator's check (Degraded naming
+/// spec.maxMemory), not a CEL rule: a rule reading the int-or-string limit has no
+/// bounded cost, and a real kube-apiserver refuses the whole CRD for it ("estimated
+/// rule cost exceeds budget by factor of more than 100x"). So admission lets it by.
 #[test]
-fn max_memory_must_stay_below_the_memory_limit() {
+fn max_memory_above_the_memory_limit_is_left_to_the_operator() {
     let limits = |memory: Value| json!({"limits": {"memory": memory}});
     assert_admitted(json!({"maxMemory": "768Mi", "resources": limits(json!("1Gi"))}));
-    assert_rejected(
-        json!({"maxMemory": "1Gi", "resources": limits(json!("1Gi"))}),
-        "maxMemory must be below",
-    );
-    assert_rejected(
-        json!({"maxMemory": "2G", "resources": limits(json!("1Gi"))}),
-        "maxMemory must be below",
-    );
-    // A limit written as a plain integer of bytes compares the same way.
-    assert_rejected(
-        json!({"maxMemory": "1Gi", "resources": limits(json!(1_073_741_824))}),
-        "maxMemory must be below",
-    );
-    assert_admitted(json!({"maxMemory": "512Mi", "resources": limits(json!(1_073_741_824))}));
-    // Without a limit there is nothing to compare with.
-    assert_admitted(json!({"maxMemory": "8Gi", "resources": {"requests": {"memory": "1Gi"}}}));
+    assert_admitted(json!({"maxMemory": "2G", "resources": limits(json!("1Gi"))}));
 }
 
 #[test]
@@ -177,7 +166,7 @@ fn every_rule_compiles_and_stays_within_the_api_servers_cost_budget() {
     );
     let rules = collect_rules(&schema());
     assert!(
-        rules.len() >= 9,
+        rules.len() >= 8,
         "expected every rule to be found, got {rules:?}"
     );
     for rule in rules {
