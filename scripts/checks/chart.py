@@ -4,12 +4,14 @@ Helm's Go SDK): its CRD is crds/cachecluster.yaml byte for byte; `helm lint --st
 is clean for every Kubernetes version kcache supports; it renders with the defaults
 and with every value set, into exactly the objects expected; every rendered object is
 valid under kubernetes-validate --strict for those versions (CacheClusters against
-the CRD's own schema); the ClusterRole holds what the operator grants its nodes and
+the CRD's own schema, ServiceMonitors and PrometheusRules against the
+prometheus-operator CRDs the real control plane pins, together with the ones the operator
+renders for examples/cachecluster-production.yaml); the ClusterRole holds what the operator grants its nodes and
 nothing with "*"; the Deployment configures the operator only through environment
 variables its `run` command reads; and values that break values.schema.json (or a
 rule of the templates) are refused with a message that names the value.
 
-    chart.py OUT_DIR OPERATOR_BINARY
+    chart.py OUT_DIR OPERATOR_BINARY PROMETHEUS_OPERATOR_CRD_DIR
 
 OUT_DIR receives the rendered manifests (one file per object). Exit status 1 on the
 first failed check, with what failed.
@@ -234,8 +236,28 @@ def check_rendered(name, objects, out):
     print(f"render: {name} values give {len(objects)} objects: {', '.join(kinds)}")
 
 
+def check_monitoring_kinds(out, operator, crd_dir):
+    rendered = subprocess.run(
+        [operator, "render", "-f", str(ROOT / "examples" / "cachecluster-production.yaml")],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    for i, doc in enumerate(d for d in yaml.safe_load_all(rendered) if d):
+        if doc["kind"] in ("ServiceMonitor", "PrometheusRule"):
+            (out / f"operator-{i:02}-{doc['kind'].lower()}.yaml").write_text(yaml.safe_dump(doc))
+    for kind, crd in (("servicemonitor", "servicemonitors"), ("prometheusrule", "prometheusrules")):
+        files = sorted(str(p) for p in out.glob(f"*-{kind}.yaml"))
+        expect(len(files) == 2, f"expected a {kind} from the chart and one from the operator, found {files}")
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "validate-custom-resources.py"),
+             str(pathlib.Path(crd_dir) / f"monitoring.coreos.com_{crd}.yaml"), *files],
+            capture_output=True, text=True,
+        )
+        expect(result.returncode == 0, f"{kind} fails prometheus-operator's CRD schema:\n{result.stdout}{result.stderr}")
+    print("validate: the chart's and the operator's ServiceMonitor and PrometheusRule pass prometheus-operator's CRD schemas")
+
+
 def check_validate(out):
-    files = sorted(str(p) for p in out.glob("*.yaml"))
+    files = sorted(str(p) for p in out.glob("*.yaml") if not p.name.startswith("operator-"))
     args = [str(VENV_BIN / "kubernetes-validate"), "--strict"]
     for v in VERSIONS:
         args += ["-k", v]
@@ -322,7 +344,7 @@ def check_refused():
     print(f"schema: all {len(REFUSED)} bad value sets refused with a message naming the value")
 
 
-def main(out, operator):
+def main(out, operator, crd_dir):
     out = pathlib.Path(out)
     check_crd_copy()
     check_all_on_sets_every_value()
@@ -334,11 +356,12 @@ def main(out, operator):
         check_rbac(docs, operator)
         check_env_contract(docs, operator)
     check_validate(out)
+    check_monitoring_kinds(out, operator, crd_dir)
     check_refused()
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) != 4:
         sys.exit(__doc__)
     try:
         main(*sys.argv[1:])
