@@ -43,22 +43,29 @@ pub struct Config {
     pub bin_dir: PathBuf,
     /// The kubeconfig the kubelet uses; pods get its server (see [`pod::Shared`]).
     pub kubeconfig: PathBuf,
-    /// Pod addresses are 127.0.0.N for N in this range.
+    /// The /24 pods get addresses in (its last octet is ignored): 127.0.0.0 by default;
+    /// on a real control plane, which refuses loopback endpoint addresses, a network of
+    /// a network namespace the caller made (e.g. 10.244.0.0 on its `lo`).
+    pub pod_network: Ipv4Addr,
+    /// Pod addresses are `<pod_network>.N` for N in this range.
     pub pod_ips: std::ops::RangeInclusive<u8>,
 }
 
-/// Pod addresses: 127.0.0.N, handed out round the range so a freed address is not
+/// Pod addresses: `<network>.N`, handed out round the range so a freed address is not
 /// reused at once (peers may still hold connections to it).
 #[derive(Debug)]
 struct IpPool {
+    network: [u8; 3],
     range: std::ops::RangeInclusive<u8>,
     used: BTreeSet<u8>,
     next: u8,
 }
 
 impl IpPool {
-    fn new(range: std::ops::RangeInclusive<u8>) -> Self {
+    fn new(network: Ipv4Addr, range: std::ops::RangeInclusive<u8>) -> Self {
+        let [a, b, c, _] = network.octets();
         Self {
+            network: [a, b, c],
             next: *range.start(),
             range,
             used: BTreeSet::new(),
@@ -75,7 +82,8 @@ impl IpPool {
             if self.used.contains(&n) {
                 continue;
             }
-            let ip = Ipv4Addr::new(127, 0, 0, n);
+            let [a, b, c] = self.network;
+            let ip = Ipv4Addr::new(a, b, c, n);
             if ports
                 .iter()
                 .all(|p| std::net::TcpListener::bind((ip, *p)).is_ok())
@@ -111,7 +119,10 @@ pub async fn run(client: Client, config: Config, mut stop: watch::Receiver<bool>
         state_dir: config.state_dir.clone(),
         kubeconfig: config.kubeconfig.clone(),
     });
-    let pool = Arc::new(Mutex::new(IpPool::new(config.pod_ips.clone())));
+    let pool = Arc::new(Mutex::new(IpPool::new(
+        config.pod_network,
+        config.pod_ips.clone(),
+    )));
     let notify = Arc::new(Notify::new());
     let watch = wake_on_changes(Api::<Pod>::all(client.clone()), notify.clone());
     let mut workers: HashMap<String, Worker> = HashMap::new();
@@ -259,7 +270,7 @@ mod tests {
     fn addresses_go_round_the_range_and_skip_busy_ones() {
         let busy = std::net::TcpListener::bind("127.0.0.41:0").unwrap();
         let busy_port = busy.local_addr().unwrap().port();
-        let mut pool = IpPool::new(40..=42);
+        let mut pool = IpPool::new(Ipv4Addr::LOCALHOST, 40..=42);
         assert_eq!(
             pool.allocate(&[busy_port]),
             Some(Ipv4Addr::new(127, 0, 0, 40))

@@ -41,6 +41,17 @@ pub struct UpArgs {
     /// binary is in (cargo's target/<profile>).
     #[arg(long, env = "KCACHE_LOCAL_BIN_DIR")]
     pub bin_dir: Option<PathBuf>,
+    /// Run on a real control plane (etcd, kube-apiserver, kube-controller-manager built
+    /// from their Go modules by e2e/controlplane/build.sh) instead of the emulator; the
+    /// real StatefulSet and EndpointSlice controllers replace ours.
+    #[arg(long, env = "KCACHE_LOCAL_REAL")]
+    pub real: bool,
+    /// The /24 pod addresses come from (`<network>.10` to `.250`). A real kube-apiserver
+    /// refuses loopback endpoint addresses, so `--real` needs another one: run
+    /// kcache-local in a network namespace whose `lo` has that network (see
+    /// scripts/netns.sh) and pass e.g. 10.244.0.0.
+    #[arg(long, env = "KCACHE_LOCAL_POD_NETWORK", default_value = "127.0.0.0")]
+    pub pod_network: std::net::Ipv4Addr,
     /// Serve the API, controllers, kubelet and DNS only: no CacheCluster CRD, no operator.
     #[arg(long, env = "KCACHE_LOCAL_NO_OPERATOR")]
     pub no_operator: bool,
@@ -62,6 +73,8 @@ impl UpArgs {
             dns_addr: "127.0.0.1:0".parse().expect("a socket address"),
             state_dir: None,
             bin_dir: None,
+            real: false,
+            pod_network: std::net::Ipv4Addr::new(127, 0, 0, 0),
             no_operator: false,
             operator_addr: "127.0.0.1:0".parse().expect("a socket address"),
         }
@@ -98,17 +111,15 @@ pub struct Local {
     stop_kubelet: watch::Sender<bool>,
     kubelet: JoinHandle<()>,
     stop_server: watch::Sender<bool>,
-    server: JoinHandle<()>,
+    server: Option<JoinHandle<()>>,
+    real: Option<crate::controlplane::RealControlPlane>,
+    client: kube::Client,
 }
 
 impl Local {
     /// Starts every part and returns once the API answers; pods follow as they are asked
     /// for.
     pub async fn start(args: &UpArgs) -> Result<Self, crate::Error> {
-        let listener = TcpListener::bind(args.addr).await?;
-        let addr = listener.local_addr()?;
-        let api_url = format!("http://{addr}");
-        kubeconfig::write(&args.kubeconfig, &api_url)?;
         let state_dir = args.state_dir.clone().unwrap_or_else(|| {
             args.kubeconfig
                 .parent()
@@ -116,31 +127,67 @@ impl Local {
                 .unwrap_or_else(|| PathBuf::from("pods"))
         });
         std::fs::create_dir_all(&state_dir)?;
+        if let Some(parent) = args
+            .kubeconfig
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent)?;
+        }
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
         // The API server stops last, after every client of it.
         let (stop_server, server_stop) = watch::channel(false);
-        let server = ApiServer::new(Config::default())?;
-        let server = tokio::spawn(async move {
-            let mut stopped = server_stop;
-            let shutdown = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            if let Err(e) = server.serve(listener, shutdown).await {
-                tracing::error!(error = %e, "API server failed");
-            }
-        });
-        let client = kube::Client::try_from(kube::Config::new(
-            api_url.parse().expect("a socket address is a valid URI"),
-        ))?;
-        tasks.push(tokio::spawn(crate::controllers::statefulset::run(
-            client.clone(),
-            stopped.clone(),
-        )));
-        tasks.push(tokio::spawn(crate::controllers::endpointslice::run(
-            client.clone(),
-            stopped.clone(),
-        )));
+        if args.real && args.pod_network.is_loopback() {
+            return Err(crate::Error::Operator(format!(
+                "--real needs a pod network that is not loopback (a real kube-apiserver refuses 127.0.0.0/8 endpoint addresses); got {}: run inside a network namespace, e.g. scripts/netns.sh kcache-local up --real --pod-network 10.244.0.0",
+                args.pod_network
+            )));
+        }
+        let (client, api_url, server, real) = if args.real {
+            let dir = state_dir.with_file_name("controlplane");
+            let cp = crate::controlplane::RealControlPlane::start(
+                crate::controlplane::Options::new(dir),
+            )
+            .await
+            .map_err(|e| crate::Error::Operator(format!("real control plane: {e}")))?;
+            std::fs::copy(&cp.kubeconfig, &args.kubeconfig)?;
+            let client = cp
+                .client()
+                .await
+                .map_err(|e| crate::Error::Operator(format!("real control plane: {e}")))?;
+            (client, cp.server.clone(), None, Some(cp))
+        } else {
+            let listener = TcpListener::bind(args.addr).await?;
+            let addr = listener.local_addr()?;
+            let api_url = format!("http://{addr}");
+            kubeconfig::write(&args.kubeconfig, &api_url)?;
+            let server = ApiServer::new(Config::default())?;
+            let server = tokio::spawn(async move {
+                let mut stopped = server_stop;
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                if let Err(e) = server.serve(listener, shutdown).await {
+                    tracing::error!(error = %e, "API server failed");
+                }
+            });
+            let client = kube::Client::try_from(kube::Config::new(
+                api_url.parse().expect("a socket address is a valid URI"),
+            ))?;
+            // A real control plane brings its own StatefulSet and EndpointSlice
+            // controllers; the emulator needs ours.
+            tasks.push(tokio::spawn(crate::controllers::statefulset::run(
+                client.clone(),
+                stopped.clone(),
+            )));
+            tasks.push(tokio::spawn(crate::controllers::endpointslice::run(
+                client.clone(),
+                stopped.clone(),
+            )));
+            (client, api_url, Some(server), None)
+        };
+        let client_for_local = client.clone();
         let (dns, dns_task) =
             crate::dns::serve(client.clone(), args.dns_addr, stopped.clone()).await?;
         tasks.push(dns_task);
@@ -149,6 +196,7 @@ impl Local {
             state_dir: state_dir.clone(),
             bin_dir: args.bin_dir.clone().unwrap_or_else(default_bin_dir),
             kubeconfig: args.kubeconfig.clone(),
+            pod_network: args.pod_network,
             pod_ips: 10..=250,
         };
         // The kubelet stops first, while the API is still there to hear about its pods.
@@ -188,16 +236,19 @@ impl Local {
             kubelet,
             stop_server,
             server,
+            real,
+            client: client_for_local,
         })
     }
 
-    /// A client of this cluster.
+    /// A client of this cluster (as its admin).
     pub fn client(&self) -> Result<kube::Client, crate::Error> {
-        Ok(kube::Client::try_from(kube::Config::new(
-            self.api_url
-                .parse()
-                .expect("a socket address is a valid URI"),
-        ))?)
+        Ok(self.client.clone())
+    }
+
+    /// Whether this runs on the real control plane.
+    pub fn is_real(&self) -> bool {
+        self.real.is_some()
     }
 
     /// Stops pods (SIGTERM, then SIGKILL after [`crate::kubelet::SHUTDOWN_GRACE`]) and
@@ -210,7 +261,12 @@ impl Local {
             let _ = task.await;
         }
         let _ = self.stop_server.send(true);
-        let _ = self.server.await;
+        if let Some(server) = self.server {
+            let _ = server.await;
+        }
+        if let Some(real) = self.real {
+            real.stop().await;
+        }
     }
 }
 
@@ -229,8 +285,25 @@ async fn install_crd(client: &kube::Client) -> Result<(), crate::Error> {
             &Patch::Apply(&crd),
         )
         .await?;
-    Ok(())
+    // A real API server serves the new kind only once the CRD is Established, and its
+    // handler a moment after that: wait until a list answers.
+    let clusters: kube::Api<kcache_crd::CacheCluster> = kube::Api::all(client.clone());
+    let deadline = std::time::Instant::now() + CRD_READY_TIMEOUT;
+    loop {
+        match clusters.list(&Default::default()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if std::time::Instant::now() > deadline => {
+                return Err(crate::Error::Operator(format!(
+                    "the CacheCluster CRD was not served within {CRD_READY_TIMEOUT:?}: {e}"
+                )));
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
 }
+
+/// How long a new CRD may take to be served.
+pub const CRD_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Starts the local cluster, prints how to reach it, serves until `shutdown` resolves.
 pub async fn up(

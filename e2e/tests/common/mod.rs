@@ -4,7 +4,10 @@
 //!
 //! `KCACHE_E2E_KUBECONFIG` (with `KCACHE_E2E_DNS`, the cluster DNS server's address)
 //! points the suite at an existing cluster; otherwise each scenario starts a local one
-//! (`kcache-local`'s parts in-process) in a temporary folder.
+//! (`kcache-local`'s parts in-process) in a temporary folder: on the API emulator, or
+//! with `KCACHE_E2E_CONTROL_PLANE=real` on the real kube-apiserver, etcd and
+//! kube-controller-manager (then pods need a non-loopback network:
+//! `KCACHE_LOCAL_POD_NETWORK`, inside scripts/netns.sh).
 #![allow(dead_code)] // each scenario uses a part of this
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test that cannot set up fails loudly
 
@@ -75,7 +78,23 @@ impl Env {
             }
             None => {
                 let dir = tempfile::tempdir().unwrap();
-                let local = Local::start(&UpArgs::in_dir(dir.path())).await.unwrap();
+                let mut args = UpArgs::in_dir(dir.path());
+                args.real = std::env::var("KCACHE_E2E_CONTROL_PLANE").as_deref() == Ok("real");
+                if let Ok(network) = std::env::var("KCACHE_LOCAL_POD_NETWORK") {
+                    args.pod_network = network
+                        .parse()
+                        .expect("KCACHE_LOCAL_POD_NETWORK is an IPv4 address");
+                }
+                let local = Local::start(&args).await.unwrap();
+                println!(
+                    "e2e: local cluster on {} (kubeconfig {})",
+                    if local.is_real() {
+                        "the real control plane"
+                    } else {
+                        "the API emulator"
+                    },
+                    local.kubeconfig.display()
+                );
                 Self {
                     client: local.client().unwrap(),
                     kubeconfig: local.kubeconfig.clone(),
