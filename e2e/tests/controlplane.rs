@@ -98,17 +98,19 @@ fn cache_cluster(name: &str, spec: Value) -> DynamicObject {
     .unwrap()
 }
 
-async fn start() -> RealControlPlane {
+/// Starts a control plane on `host` in a fresh state dir.
+async fn start(host: &str) -> RealControlPlane {
     // Kept when the test fails (the logs are in it), removed when it passes.
     let state = tempfile::tempdir().unwrap().keep();
     eprintln!("control plane state and logs: {}", state.display());
-    let cp = RealControlPlane::start(Options::new(&state)).await;
+    let options = Options::new(&state).host(host.parse().unwrap());
+    let cp = RealControlPlane::start(options).await;
     cp.unwrap_or_else(|e| panic!("the real control plane did not start: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_control_plane_reports_its_release_runs_its_controllers_and_enforces_rbac() {
-    let cp = start().await;
+    let cp = start("127.0.0.1").await;
     let client = cp.client().await.unwrap();
     kubectl_reports_the_pinned_release(&cp).await;
     the_statefulset_controller_creates_pods_and_gc_removes_them(&client).await;
@@ -121,7 +123,7 @@ async fn the_real_control_plane_reports_its_release_runs_its_controllers_and_enf
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_apiserver_serves_the_cachecluster_crd_and_enforces_its_rules() {
-    let cp = start().await;
+    let cp = start("127.0.0.1").await;
     let client = cp.client().await.unwrap();
     the_crd_installs_and_becomes_established(&cp).await;
     cel_rules_admit_and_reject_as_the_crd_tests_say(&client).await;
@@ -138,7 +140,8 @@ async fn the_real_apiserver_serves_the_cachecluster_crd_and_enforces_its_rules()
 /// and PrometheusRule included, must match the real schema field for field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operators_objects_are_admitted_by_their_real_schemas() {
-    let cp = start().await;
+    // Any loopback address works; the serving certificate names it.
+    let cp = start("127.0.0.2").await;
     let crds = cp.prometheus_operator_crds();
     for kind in ["servicemonitors", "prometheusrules"] {
         let file = crds.join(format!("monitoring.coreos.com_{kind}.yaml"));

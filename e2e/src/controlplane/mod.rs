@@ -176,7 +176,6 @@ impl RealControlPlane {
     /// ServiceAccount, the first sign its controllers run). Fails, killing what it
     /// started, if any process exits or `ready_timeout` passes.
     pub async fn start(opts: Options) -> Result<Self, Error> {
-        let deadline = Instant::now() + opts.ready_timeout;
         let bin_dir = match &opts.bin_dir {
             Some(dir) => {
                 check_binaries(dir)?;
@@ -184,6 +183,8 @@ impl RealControlPlane {
             }
             None => locate_binaries().await?,
         };
+        // After the binaries: building them cold takes minutes, starting them seconds.
+        let deadline = Instant::now() + opts.ready_timeout;
         let state = &opts.state_dir;
         std::fs::create_dir_all(state)?;
         let plan = plan(&opts).await?;
