@@ -31,6 +31,7 @@ pub struct Metrics {
     members: IntGauge,
     forwarded: IntCounterVec,
     replication_errors: IntCounter,
+    read_through: IntCounter,
     handoff_entries: IntCounter,
     handoff_bytes: IntCounter,
     handoff_duration: prometheus::Histogram,
@@ -75,6 +76,11 @@ impl Metrics {
             "Writes that could not be copied to one of the key's other owners.",
         )
         .expect("valid metric");
+        let read_through = IntCounter::new(
+            "read_through_total",
+            "Local misses found at a key's previous or other owner while a handoff was on its way.",
+        )
+        .expect("valid metric");
         let handoff_entries = IntCounter::new(
             "handoff_entries_total",
             "Entries streamed to their new owners after membership changes.",
@@ -100,6 +106,7 @@ impl Metrics {
             Box::new(members.clone()),
             Box::new(forwarded.clone()),
             Box::new(replication_errors.clone()),
+            Box::new(read_through.clone()),
             Box::new(handoff_entries.clone()),
             Box::new(handoff_bytes.clone()),
             Box::new(handoff_duration.clone()),
@@ -115,6 +122,7 @@ impl Metrics {
             members,
             forwarded,
             replication_errors,
+            read_through,
             handoff_entries,
             handoff_bytes,
             handoff_duration,
@@ -131,6 +139,10 @@ impl Metrics {
 
     pub fn replication_error(&self) {
         self.replication_errors.inc();
+    }
+
+    pub fn read_through(&self) {
+        self.read_through.inc();
     }
 
     pub fn handoff(&self, entries: u64, bytes: u64, took: std::time::Duration) {

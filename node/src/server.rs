@@ -25,8 +25,8 @@ const SWEEP_BUDGET: usize = 256;
 /// Room for the protobuf framing around the values of one request.
 const MESSAGE_SLACK: usize = 64 << 10;
 
-/// How long a restarted member of a static cluster may spend fetching its entries
-/// from its peers before it turns ready anyway.
+/// How long a member that (re)joins a cluster may spend learning the members and
+/// fetching its entries from its peers before it turns ready anyway.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where a node learns its fellow members.
@@ -108,11 +108,17 @@ pub async fn serve(
     let grpc_port = grpc.local_addr()?.port();
     let cluster = Arc::new(start_membership(&config, me, grpc_port).await?);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let sync_first = matches!(config.discovery, Discovery::Static(_));
-    let ready = Arc::new(AtomicBool::new(!sync_first));
+    // A member of a cluster turns ready (gRPC health and /readyz alike) only once it
+    // holds the entries it will own, so a rollout never moves on from an empty node.
+    let clustered = !matches!(config.discovery, Discovery::None);
+    let ready = Arc::new(AtomicBool::new(!clustered));
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<CacheServer<CacheService>>().await;
+    if clustered {
+        health.set_not_serving::<CacheServer<CacheService>>().await;
+    } else {
+        health.set_serving::<CacheServer<CacheService>>().await;
+    }
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -132,23 +138,19 @@ pub async fn serve(
     let peer = PeerServer::new(PeerService::new(store.clone(), cluster.clone()))
         .max_decoding_message_size(max_message.max(16 << 20));
     let (placed_tx, placed_rx) = watch::channel(cluster.view().epoch());
-    tokio::spawn(rebalance::run(
-        store.clone(),
-        cluster.clone(),
-        metrics.clone(),
-        stop_rx.clone(),
-        placed_tx,
+    let joining = tokio::spawn(join(
+        Joining {
+            store: store.clone(),
+            cluster: cluster.clone(),
+            metrics: metrics.clone(),
+            stop: stop_rx.clone(),
+            placed: placed_tx,
+            ready: ready.clone(),
+            health: health.clone(),
+        },
+        clustered,
+        matches!(config.discovery, Discovery::Kubernetes { .. }),
     ));
-    if sync_first {
-        let (store, cluster, ready) = (store.clone(), cluster.clone(), ready.clone());
-        tokio::spawn(async move {
-            let synced =
-                tokio::time::timeout(SYNC_TIMEOUT, rebalance::sync_from_peers(&store, &cluster))
-                    .await;
-            tracing::info!(entries = ?synced.ok(), "synced from peers; ready");
-            ready.store(true, Ordering::Relaxed);
-        });
-    }
 
     tokio::spawn({
         let ready = ready.clone();
@@ -157,6 +159,9 @@ pub async fn serve(
         async move {
             shutdown.await;
             tracing::info!("shutting down: not ready, handing entries off");
+            // A join still under way must not turn the node ready behind the drain.
+            joining.abort();
+            let _ = joining.await;
             ready.store(false, Ordering::Relaxed);
             health.set_not_serving::<CacheServer<CacheService>>().await;
             drain(&cluster, placed_rx, drain_timeout).await;
@@ -190,6 +195,59 @@ pub async fn serve(
     admin_result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What a node needs to join its cluster.
+struct Joining {
+    store: Arc<Store>,
+    cluster: Arc<Cluster>,
+    metrics: Metrics,
+    stop: watch::Receiver<bool>,
+    placed: watch::Sender<u64>,
+    ready: Arc<AtomicBool>,
+    health: tonic_health::server::HealthReporter,
+}
+
+/// Starts the handoff loop, then, for a member of a cluster, fetches the entries it
+/// owns from its peers and only then turns ready. A Kubernetes member first waits for
+/// the membership it joins (the first EndpointSlice list), so that it places keys and
+/// asks peers as the others will once it is an endpoint.
+async fn join(joining: Joining, clustered: bool, learns_members: bool) {
+    let Joining {
+        store,
+        cluster,
+        metrics,
+        stop,
+        placed,
+        ready,
+        health,
+    } = joining;
+    let started = Instant::now();
+    if learns_members {
+        let mut reports = cluster.subscribe();
+        let learned = tokio::time::timeout(SYNC_TIMEOUT, reports.changed()).await;
+        if learned.is_err() {
+            tracing::warn!(?SYNC_TIMEOUT, "no membership reported yet; joining alone");
+        }
+    }
+    tokio::spawn(rebalance::run(
+        store.clone(),
+        cluster.clone(),
+        metrics,
+        stop,
+        placed,
+    ));
+    if clustered {
+        let left = SYNC_TIMEOUT.saturating_sub(started.elapsed());
+        let synced = tokio::time::timeout(left, rebalance::sync_from_peers(&store, &cluster)).await;
+        tracing::info!(
+            entries = ?synced.ok(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "synced from peers; ready"
+        );
+    }
+    ready.store(true, Ordering::Relaxed);
+    health.set_serving::<CacheServer<CacheService>>().await;
 }
 
 /// Starts the membership source the config names and returns the cluster on it.

@@ -39,6 +39,9 @@ const PIPELINE_BACKLOG: usize = 1024;
 const PIPELINE_DEPTH: usize = 128;
 /// Metadata that marks a request a peer forwarded; such a request is served here.
 pub const HOP_HEADER: &str = "kcache-hop";
+/// The [`HOP_HEADER`] value of a read-through probe: a GET answered from this node's
+/// store alone, so probes never fan out further.
+const PROBE: &str = "probe";
 /// Deadline of a forwarded request or a replication call: peers answer in
 /// microseconds, so a second means the peer is in trouble.
 const PEER_TIMEOUT: Duration = Duration::from_secs(1);
@@ -238,8 +241,44 @@ impl CacheService {
                 })
                 .await
             }
-            _ => Ok(get_response(self.store.get(&req.key).map_err(to_status)?)),
+            _ => {
+                let found = get_response(self.store.get(&req.key).map_err(to_status)?);
+                Ok(self.read_through(&req.key, found).await)
+            }
         }
+    }
+
+    /// A local miss while a handoff may still be on its way here is looked for at the
+    /// key's previous and other owners, so a key that moved is not reported missing
+    /// before it arrives; the newest copy found wins.
+    async fn read_through(&self, key: &Bytes, local: GetResponse) -> GetResponse {
+        if local.found {
+            return local;
+        }
+        let elsewhere = self.cluster.read_through(key);
+        if elsewhere.is_empty() {
+            return local;
+        }
+        let probes = elsewhere.iter().map(|member| {
+            let mut client = self.cluster.peers.cache(&member.address);
+            let mut request = Request::new(GetRequest { key: key.clone() });
+            request.set_timeout(PEER_TIMEOUT);
+            request.metadata_mut().insert(
+                HOP_HEADER,
+                tonic::metadata::MetadataValue::from_static(PROBE),
+            );
+            async move { client.get(request).await }
+        });
+        let newest = futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .filter_map(|reply| reply.ok().map(Response::into_inner))
+            .filter(|reply| reply.found)
+            .max_by_key(|reply| reply.version);
+        if newest.is_some() {
+            self.metrics.read_through();
+        }
+        newest.unwrap_or(local)
     }
 
     async fn set(&self, req: SetRequest, forwarded: bool) -> Result<SetResponse, Status> {
@@ -342,6 +381,7 @@ impl CacheService {
         }
         let mut replies = vec![GetResponse::default(); keys.len()];
         let mut remote: HashMap<String, (Member, Vec<usize>)> = HashMap::new();
+        let mut misses = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             match self.place(key, forwarded) {
                 Some(p) if !p.local => {
@@ -352,8 +392,21 @@ impl CacheService {
                         .1
                         .push(i);
                 }
-                _ => replies[i] = get_response(self.store.get(key).map_err(to_status)?),
+                _ => {
+                    replies[i] = get_response(self.store.get(key).map_err(to_status)?);
+                    if !replies[i].found {
+                        misses.push(i);
+                    }
+                }
             }
+        }
+        let keys = &keys;
+        let lookups = misses.into_iter().map(|i| {
+            let miss = replies[i].clone();
+            async move { (i, self.read_through(&keys[i], miss).await) }
+        });
+        for (i, reply) in futures::future::join_all(lookups).await {
+            replies[i] = reply;
         }
         let groups = remote.into_values().map(|(member, indexes)| {
             let subset = MultiGetRequest {
@@ -584,6 +637,13 @@ type ReplyStream = Pin<Box<dyn Stream<Item = Result<Reply, Status>> + Send + 'st
 #[tonic::async_trait]
 impl proto::cache_server::Cache for CacheService {
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        if req.metadata().get(HOP_HEADER).is_some_and(|v| v == PROBE) {
+            let found = self.store.get(&req.get_ref().key).map_err(to_status);
+            return self
+                .observed("probe", async { found.map(get_response) })
+                .await
+                .map(Response::new);
+        }
         let forwarded = is_forwarded(&req);
         self.observed("get", self.get(req.into_inner(), forwarded))
             .await

@@ -8,12 +8,21 @@ pub mod rebalance;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use kcache_client::placement::{Member, View};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
 pub use peers::{PeerPool, PeerService};
+
+/// How long after the membership last moved (a change seen, or this node's handoff
+/// pass for it ended) a key this node owns but lacks is looked for at its other and
+/// previous owners before it counts as a miss. Other nodes start their handoff passes
+/// `SETTLE` (250 ms) after they see a change and retry a failed pass for about 3 s
+/// (200 + 400 + 800 + 1,600 ms); 10 s covers both with room, and confines the extra
+/// round trip a miss then costs to moments of change.
+pub const READ_THROUGH: Duration = Duration::from_secs(10);
 
 /// When a coordinated write answers its client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -40,7 +49,16 @@ pub struct Cluster {
     adjusted: Mutex<Option<(u64, bool, Arc<View>)>>,
     /// Bumped when `draining` flips, so the rebalancer wakes up.
     drain_signal: watch::Sender<bool>,
+    /// The placement before the latest change and when membership last moved: entries
+    /// may still be on their previous owners, on their way here.
+    transition: Mutex<Transition>,
     pub peers: PeerPool,
+}
+
+#[derive(Debug)]
+struct Transition {
+    previous: Arc<View>,
+    moved: Instant,
 }
 
 /// Where a key lives, from this node's point of view.
@@ -76,6 +94,10 @@ impl Cluster {
             draining: AtomicBool::new(false),
             adjusted: Mutex::new(None),
             drain_signal: watch::Sender::new(false),
+            transition: Mutex::new(Transition {
+                previous: Arc::new(View::default()),
+                moved: Instant::now(),
+            }),
             peers: PeerPool::default(),
         }
     }
@@ -153,5 +175,48 @@ impl Cluster {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// The members as reported, without this node: where keys were placed before it
+    /// joined.
+    pub fn others(&self) -> View {
+        self.views.borrow().without(&self.me.id)
+    }
+
+    /// Notes that membership moved now; `previous`, when given, is the placement keys
+    /// were on before.
+    pub fn moved(&self, previous: Option<Arc<View>>) {
+        let mut transition = self.transition.lock();
+        transition.moved = Instant::now();
+        if let Some(previous) = previous {
+            transition.previous = previous;
+        }
+    }
+
+    /// Where else a key this node owns but lacks may be while a handoff can still be
+    /// on its way ([`READ_THROUGH`]): its owners before the change and its other owners
+    /// now, at their current addresses. Empty outside that window.
+    pub fn read_through(&self, key: &[u8]) -> Vec<Member> {
+        let previous = {
+            let transition = self.transition.lock();
+            if transition.moved.elapsed() > READ_THROUGH {
+                return Vec::new();
+            }
+            transition.previous.clone()
+        };
+        let view = self.view();
+        let mut found: Vec<Member> = Vec::new();
+        let earlier = previous.owners(key, self.replication);
+        for member in earlier
+            .into_iter()
+            .chain(view.owners(key, self.replication))
+        {
+            if member.id == self.me.id || found.iter().any(|m| m.id == member.id) {
+                continue;
+            }
+            let current = view.members().iter().find(|m| m.id == member.id);
+            found.push(current.unwrap_or(member).clone());
+        }
+        found
     }
 }

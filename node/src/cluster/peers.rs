@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kcache_client::placement::{Member, View};
 use kcache_client::proto::{
     self, ReplicateRequest, ReplicateResponse, SyncRequest, VersionedEntry,
     cache_client::CacheClient, peer_client::PeerClient,
@@ -150,11 +151,21 @@ impl proto::peer_server::Peer for PeerService {
             while let Some(at) = cursor {
                 let (batch, next) = store.scan(at, BATCH);
                 cursor = next;
+                // The asking member may not be in this node's view yet (it turns
+                // ready, and becomes an endpoint, only after this sync): place keys as
+                // they will be once it is.
                 let view = cluster.view();
+                let mut members = view.members().to_vec();
+                members.push(Member {
+                    id: member.clone(),
+                    address: String::new(),
+                });
+                let joined = View::new(members);
                 let entries: Vec<_> = batch
                     .into_iter()
                     .filter(|e| {
-                        view.owners(&e.key, cluster.replication)
+                        joined
+                            .owners(&e.key, cluster.replication)
                             .iter()
                             .any(|m| m.id == member)
                     })

@@ -225,12 +225,16 @@ pub async fn run(
     let mut drain = cluster.drain_events();
     let mut placed = cluster.view();
     metrics.set_members(placed.len());
+    cluster.moved(Some(Arc::new(cluster.others())));
     loop {
         tokio::select! {
             changed = views.changed() => if changed.is_err() { return },
             changed = drain.changed() => if changed.is_err() { return },
             _ = stop.changed() => return,
         }
+        // Even a change that leaves this node's placement as it was (its own endpoint
+        // turning ready) starts the others' handoffs to it.
+        cluster.moved(None);
         tokio::time::sleep(SETTLE).await;
         let next = cluster.view();
         metrics.set_members(next.len());
@@ -239,15 +243,20 @@ pub async fn run(
         }
         let addresses: Vec<&str> = next.members().iter().map(|m| m.address.as_str()).collect();
         cluster.peers.retain(&addresses);
-        if pass(&store, &cluster, &metrics, &placed, &next).await {
+        cluster.moved(Some(placed.clone()));
+        let completed = pass(&store, &cluster, &metrics, &placed, &next).await;
+        cluster.moved(None);
+        if completed {
             placed_epoch.send_replace(next.epoch());
             placed = next;
         }
     }
 }
 
-/// Asks every other member for the entries this node owns (after a restart in a
-/// static cluster, where membership does not change and no handoff comes).
+/// Asks every other member for the entries this node owns, before it turns ready: a
+/// restarted member of a static cluster gets no handoff at all (membership does not
+/// change), and a Kubernetes one gets it only once it is an endpoint, after it turned
+/// ready.
 pub async fn sync_from_peers(store: &Store, cluster: &Cluster) -> u64 {
     let view = cluster.view();
     let calls = view
@@ -268,7 +277,14 @@ pub async fn sync_from_peers(store: &Store, cluster: &Cluster) -> u64 {
                         return 0;
                     }
                 };
-                while let Some(Ok(batch)) = stream.next().await {
+                while let Some(batch) = stream.next().await {
+                    let batch = match batch {
+                        Ok(batch) => batch,
+                        Err(status) => {
+                            tracing::warn!(%status, "sync from a peer ended early");
+                            break;
+                        }
+                    };
                     for entry in batch.entries {
                         applied += u64::from(apply(store, entry).unwrap_or(false));
                     }
