@@ -41,10 +41,19 @@ const PIPELINE_DEPTH: usize = 128;
 pub const HOP_HEADER: &str = "kcache-hop";
 /// The [`HOP_HEADER`] value of a read-through probe: a GET answered from this node's
 /// store alone, so probes never fan out further.
-const PROBE: &str = "probe";
+pub const PROBE: &str = "probe";
 /// Deadline of a forwarded request or a replication call: peers answer in
 /// microseconds, so a second means the peer is in trouble.
 const PEER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A write as applied here: the reply, and whether the key's other owners must follow.
+/// A write that changed nothing here (a failed condition, a Touch of a missing key)
+/// must leave their copies alone: this node may lack a key they hold (evicted here, or
+/// a handoff on its way).
+struct Applied<Resp> {
+    reply: Resp,
+    replicate: bool,
+}
 
 /// What the service needs to know about the node it runs on.
 #[derive(Debug, Clone)]
@@ -209,7 +218,7 @@ impl CacheService {
         forwarded: bool,
         message: Req,
         call: Call<Req, Resp>,
-        local: impl FnOnce(&Self, &Req) -> Result<Resp, Status>,
+        local: impl FnOnce(&Self, &Req) -> Result<Applied<Resp>, Status>,
     ) -> Result<Resp, Status> {
         let placement = self.place(key, forwarded);
         let me = self.cluster.me.id.as_str();
@@ -222,10 +231,12 @@ impl CacheService {
                 return result;
             }
         }
-        let reply = local(self, &message)?;
-        let replica_placement = placement.or_else(|| self.replica_placement(key, forwarded));
-        self.replicate(key, replica_placement.as_ref()).await;
-        Ok(reply)
+        let applied = local(self, &message)?;
+        if applied.replicate {
+            let replica_placement = placement.or_else(|| self.replica_placement(key, forwarded));
+            self.replicate(key, replica_placement.as_ref()).await;
+        }
+        Ok(applied.reply)
     }
 
     /// A forwarded write is coordinated here; its replicas are the key's other owners.
@@ -298,9 +309,12 @@ impl CacheService {
                     .store
                     .set(&req.key, &req.value, ttl(req.ttl_ms), condition)
                     .map_err(to_status)?;
-                Ok(SetResponse {
-                    stored: out.stored,
-                    version: out.version,
+                Ok(Applied {
+                    reply: SetResponse {
+                        stored: out.stored,
+                        version: out.version,
+                    },
+                    replicate: out.stored,
                 })
             },
         )
@@ -320,7 +334,12 @@ impl CacheService {
                     .store
                     .delete(&req.key, req.if_version)
                     .map_err(to_status)?;
-                Ok(DeleteResponse { deleted })
+                // An unconditional delete removes the other owners' copies even when
+                // this node had none; a version that did not match changes nothing.
+                Ok(Applied {
+                    reply: DeleteResponse { deleted },
+                    replicate: deleted || req.if_version.is_none(),
+                })
             },
         )
         .await
@@ -339,7 +358,10 @@ impl CacheService {
                     .store
                     .touch(&req.key, ttl(req.ttl_ms))
                     .map_err(to_status)?;
-                Ok(TouchResponse { found })
+                Ok(Applied {
+                    reply: TouchResponse { found },
+                    replicate: found,
+                })
             },
         )
         .await
@@ -362,7 +384,10 @@ impl CacheService {
                     .store
                     .incr(&req.key, req.delta, req.initial, ttl(req.ttl_ms))
                     .map_err(to_status)?;
-                Ok(IncrementResponse { value, version })
+                Ok(Applied {
+                    reply: IncrementResponse { value, version },
+                    replicate: true,
+                })
             },
         )
         .await

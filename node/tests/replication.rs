@@ -1,0 +1,172 @@
+//! What a coordinated write copies to the key's other owners: a write that changed
+//! nothing on the primary (a failed condition, a Touch of a key it lacks) must leave
+//! the replicas' copies alone, whatever the primary holds.
+#![allow(clippy::unwrap_used)] // a test that cannot set up should fail loudly
+
+use kcache_client::placement::{Member, View};
+use kcache_client::proto::{
+    DeleteRequest, GetRequest, GetResponse, ReplicateRequest, SetCondition, SetRequest,
+    TouchRequest, VersionedEntry, cache_client::CacheClient, peer_client::PeerClient,
+};
+use kcache_node::cluster::WriteAck;
+use kcache_node::server::{Discovery, NodeConfig, serve};
+use kcache_node::service::{HOP_HEADER, PROBE};
+use kcache_node::store::Limits;
+use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+/// Two members of a static cluster with two copies of every key; both serving.
+async fn two_nodes() -> Vec<Member> {
+    let mut listeners = Vec::new();
+    let mut members = Vec::new();
+    for id in ["a", "b"] {
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        members.push(Member {
+            id: id.into(),
+            address: grpc.local_addr().unwrap().to_string(),
+        });
+        listeners.push((id, grpc, admin));
+    }
+    for (id, grpc, admin) in listeners {
+        let config = NodeConfig {
+            discovery: Discovery::Static(members.clone()),
+            replication: 2,
+            write_ack: WriteAck::All,
+            ..NodeConfig::single(id, Limits::default())
+        };
+        tokio::spawn(serve(config, grpc, admin, std::future::pending()));
+    }
+    for member in &members {
+        let mut health = HealthClient::new(channel(member));
+        let request = HealthCheckRequest {
+            service: "kcache.v1.Cache".into(),
+        };
+        let mut statuses = health.watch(request).await.unwrap().into_inner();
+        while let Some(status) = statuses.next().await {
+            if status.unwrap().status == ServingStatus::Serving as i32 {
+                break;
+            }
+        }
+    }
+    members
+}
+
+fn channel(member: &Member) -> Channel {
+    Channel::from_shared(format!("http://{}", member.address))
+        .unwrap()
+        .connect_lazy()
+}
+
+/// What `member` holds for `key`, from its own store (a read-through probe, which
+/// looks nowhere else).
+async fn held(member: &Member, key: &str) -> GetResponse {
+    let mut request = tonic::Request::new(GetRequest {
+        key: key.as_bytes().to_vec().into(),
+    });
+    request.metadata_mut().insert(
+        HOP_HEADER,
+        tonic::metadata::MetadataValue::from_static(PROBE),
+    );
+    CacheClient::new(channel(member))
+        .get(request)
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// A key whose primary is `members[0]`, held only by its replica `members[1]` (as
+/// when the primary evicted it, or is a new owner the handoff has not reached).
+async fn held_by_the_replica_only(members: &[Member], name: &str) -> String {
+    let view = View::new(members.to_vec());
+    let key = (0..)
+        .map(|i| format!("{name}-{i}"))
+        .find(|k| view.owners(k.as_bytes(), 2)[0].id == members[0].id)
+        .unwrap();
+    let entry = VersionedEntry {
+        key: key.as_bytes().to_vec().into(),
+        value: b"kept".to_vec().into(),
+        version: 1,
+        ..VersionedEntry::default()
+    };
+    PeerClient::new(channel(&members[1]))
+        .replicate(ReplicateRequest {
+            entries: vec![entry],
+            from: "test".into(),
+        })
+        .await
+        .unwrap();
+    assert!(held(&members[1], &key).await.found);
+    assert!(!held(&members[0], &key).await.found);
+    key
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_conditional_set_or_a_touch_that_misses_leaves_the_replicas_copy() {
+    let members = two_nodes().await;
+    let mut primary = CacheClient::new(channel(&members[0]));
+    for condition in [SetCondition::IfPresent, SetCondition::IfVersion] {
+        let key = held_by_the_replica_only(&members, &format!("{condition:?}")).await;
+        let reply = primary
+            .set(SetRequest {
+                key: key.as_bytes().to_vec().into(),
+                value: b"new".to_vec().into(),
+                condition: condition as i32,
+                version: 42,
+                ..SetRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!reply.stored, "{condition:?}");
+        let copy = held(&members[1], &key).await;
+        assert!(copy.found, "{condition:?} removed the replica's copy");
+        assert_eq!(copy.value.as_ref(), b"kept");
+    }
+    let key = held_by_the_replica_only(&members, "touch").await;
+    let reply = primary
+        .touch(TouchRequest {
+            key: key.as_bytes().to_vec().into(),
+            ttl_ms: Some(60_000),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!reply.found);
+    assert!(
+        held(&members[1], &key).await.found,
+        "a Touch that missed removed the replica's copy"
+    );
+    let key = held_by_the_replica_only(&members, "if-version-delete").await;
+    let reply = primary
+        .delete(DeleteRequest {
+            key: key.as_bytes().to_vec().into(),
+            if_version: Some(42),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!reply.deleted);
+    assert!(
+        held(&members[1], &key).await.found,
+        "a Delete whose version did not match removed the replica's copy"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconditional_delete_removes_the_replicas_copy_even_if_the_primary_lacks_it() {
+    let members = two_nodes().await;
+    let key = held_by_the_replica_only(&members, "delete").await;
+    CacheClient::new(channel(&members[0]))
+        .delete(DeleteRequest {
+            key: key.as_bytes().to_vec().into(),
+            if_version: None,
+        })
+        .await
+        .unwrap();
+    assert!(!held(&members[1], &key).await.found);
+}
