@@ -139,11 +139,13 @@ pub struct Versioned {
     pub ttl_ms: Option<u64>,
 }
 
-/// Where a scan goes on: a shard and a slot in it.
+/// Where a scan goes on: a shard, a slot in it, and the shard's compaction count when
+/// the scan got there (a compaction moves live slots below the cursor).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ScanCursor {
     shard: usize,
     slot: u32,
+    compactions: u64,
 }
 
 /// Store-wide figures.
@@ -500,16 +502,22 @@ impl Store {
     }
 
     /// Copies out up to `max` live entries from `cursor` on, one shard lock at a time,
-    /// for handoff; returns the cursor to continue from, `None` when done. Entries
-    /// written during a scan may or may not be seen.
+    /// for handoff; returns the cursor to continue from, `None` when done. Every entry
+    /// present for the whole scan is seen; one written during it may or may not be.
+    /// A shard compacted between two steps (slots moved under the cursor) is scanned
+    /// again from its start, so some entries may be seen twice.
     pub fn scan(&self, cursor: ScanCursor, max: usize) -> (Vec<Versioned>, Option<ScanCursor>) {
         let now = self.clock.monotonic_ms();
         let mut out = Vec::new();
         let mut cursor = cursor;
         while cursor.shard < SHARDS {
-            let next = self.shards[cursor.shard]
-                .lock()
-                .scan(cursor.slot, max, now, &mut out);
+            let shard = self.shards[cursor.shard].lock();
+            if shard.compactions != cursor.compactions {
+                cursor.slot = 0;
+                cursor.compactions = shard.compactions;
+            }
+            let next = shard.scan(cursor.slot, max, now, &mut out);
+            drop(shard);
             match next {
                 Some(slot) => {
                     cursor.slot = slot;
@@ -518,7 +526,7 @@ impl Store {
                 None => {
                     cursor = ScanCursor {
                         shard: cursor.shard + 1,
-                        slot: 0,
+                        ..ScanCursor::default()
                     }
                 }
             }

@@ -96,6 +96,8 @@ pub(crate) struct Shard {
     rng: u64,
     /// Where the active-expiry sweep continues.
     sweep_cursor: u32,
+    /// Compactions so far: a scan that sees this change under it knows slots moved.
+    pub compactions: u64,
     /// Bytes of the live entries, as charged against the memory limit.
     pub bytes: u64,
     /// The part of `bytes` already added to the store-wide total.
@@ -114,6 +116,7 @@ impl Shard {
             sketch: FrequencySketch::with_capacity(16),
             rng: seed | 1,
             sweep_cursor: 0,
+            compactions: 0,
             bytes: 0,
             published: 0,
             counters: Counters::default(),
@@ -415,6 +418,7 @@ impl Shard {
         }
         self.high_water = live as u32;
         self.sweep_cursor = 0;
+        self.compactions += 1;
         self.free.clear();
         self.free.shrink_to_fit();
         self.chunks.truncate(live.div_ceil(CHUNK));
