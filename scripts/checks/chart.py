@@ -113,10 +113,10 @@ ALL_ON = {
 
 EXPECTED_KINDS = {
     "defaults": sorted(
-        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service", "Deployment"]
+        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service", "Deployment", "Lease"]
     ),
     "all-on": sorted(
-        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service", "Deployment"]
+        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service", "Deployment", "Lease"]
         + ["PodDisruptionBudget", "ServiceMonitor", "PrometheusRule", "ConfigMap", "CacheCluster", "CacheCluster"]
     ),
 }
