@@ -654,6 +654,7 @@ pub fn to_status(err: StoreError) -> Status {
         StoreError::NotAnInteger | StoreError::Overflow { .. } => {
             Status::failed_precondition(message)
         }
+        StoreError::VersionAhead { .. } => Status::invalid_argument(message),
     }
 }
 

@@ -92,7 +92,7 @@ impl Hlc {
         let physical = wall_ms << LOGICAL_BITS;
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
-            let next = physical.max(last + 1);
+            let next = physical.max(last.saturating_add(1));
             match self
                 .last
                 .compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Relaxed)
@@ -106,6 +106,11 @@ impl Hlc {
     /// Records a version seen from elsewhere, so later local versions exceed it.
     pub fn observe(&self, version: u64) {
         self.last.fetch_max(version, Ordering::AcqRel);
+    }
+
+    /// The wall-clock millisecond a version was issued at.
+    pub fn wall_ms_of(version: u64) -> u64 {
+        version >> LOGICAL_BITS
     }
 }
 

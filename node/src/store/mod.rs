@@ -45,6 +45,11 @@ pub const MAX_KEY_SIZE: usize = 250;
 /// The longest TTL accepted: a year. Anything longer is almost always a unit mistake
 /// (seconds sent as milliseconds twice over) rather than an intent.
 pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How far ahead of this node's wall clock a version from elsewhere may be. Versions
+/// follow the clocks of the nodes that issue them, which agree to milliseconds where
+/// NTP runs; one that is hours ahead is corrupt (or u64::MAX), and taking it would
+/// pin the key against every later write and push this node's clock along with it.
+pub const MAX_VERSION_AHEAD: Duration = Duration::from_secs(3600);
 /// Shards per store: enough that two cores rarely contend on one lock, few enough that
 /// the fixed cost per shard stays small.
 const SHARDS: usize = 64;
@@ -127,6 +132,14 @@ pub enum StoreError {
     NotAnInteger,
     #[error("incrementing {value} by {delta} overflows a signed 64-bit integer")]
     Overflow { value: i64, delta: i64 },
+    #[error(
+        "version {version} was issued {ahead_ms} ms ahead of this node's clock; the limit is {limit_ms} ms"
+    )]
+    VersionAhead {
+        version: u64,
+        ahead_ms: u64,
+        limit_ms: u64,
+    },
 }
 
 /// An entry with its key, as scanned for handoff or replicated between owners.
@@ -448,9 +461,27 @@ impl Store {
         }
     }
 
+    /// Refuses a version from elsewhere that is more than [`MAX_VERSION_AHEAD`] ahead
+    /// of this node's clock.
+    fn check_version(&self, version: u64) -> Result<(), StoreError> {
+        let wall = self.clock.wall_ms();
+        let ahead_ms = Hlc::wall_ms_of(version).saturating_sub(wall);
+        let limit_ms = MAX_VERSION_AHEAD.as_millis() as u64;
+        if ahead_ms > limit_ms {
+            return Err(StoreError::VersionAhead {
+                version,
+                ahead_ms,
+                limit_ms,
+            });
+        }
+        Ok(())
+    }
+
     /// Applies an entry written elsewhere, last writer wins: it replaces the local
-    /// entry only if its version is newer; at an equal version only the TTL is taken
-    /// (a replicated Touch). Returns whether anything changed.
+    /// entry only if its version is newer. At an equal version (two coordinators in one
+    /// millisecond) the greater value wins, so that owners converge whatever the order
+    /// the copies arrive in; an equal value takes the TTL only (a replicated Touch).
+    /// Returns whether anything changed.
     pub fn apply(&self, entry: &Versioned) -> Result<bool, StoreError> {
         let ttl = match entry.ttl_ms {
             None => Ttl::Never,
@@ -458,6 +489,7 @@ impl Store {
             Some(ms) => Ttl::After(Duration::from_millis(ms).min(MAX_TTL)),
         };
         self.check_set(&entry.key, &entry.value, ttl)?;
+        self.check_version(entry.version)?;
         self.hlc.observe(entry.version);
         let hash = self.hasher.hash(&entry.key);
         let now = self.clock.monotonic_ms();
@@ -469,10 +501,16 @@ impl Store {
                 self.publish(&mut shard);
                 Ok(false)
             }
-            Some(id) if shard.version(id) == entry.version => {
-                shard.set_expiry(id, expires_at);
+            Some(id)
+                if shard.version(id) == entry.version
+                    && shard.value(id) >= entry.value.as_ref() =>
+            {
+                let same = shard.value(id) == entry.value.as_ref();
+                if same {
+                    shard.set_expiry(id, expires_at);
+                }
                 self.publish(&mut shard);
-                Ok(true)
+                Ok(same)
             }
             _ => {
                 let id = shard.upsert(hash, &entry.key, &entry.value, entry.version, expires_at);
@@ -486,6 +524,7 @@ impl Store {
     /// than `version`. Returns whether it removed anything.
     pub fn apply_delete(&self, key: &[u8], version: u64) -> Result<bool, StoreError> {
         self.check_key(key)?;
+        self.check_version(version)?;
         self.hlc.observe(version);
         let hash = self.hasher.hash(key);
         let now = self.clock.monotonic_ms();

@@ -415,12 +415,13 @@ fn apply_keeps_the_newest_version_whatever_the_arrival_order() {
 }
 
 #[test]
-fn apply_at_an_equal_version_takes_the_ttl_only() {
+fn apply_of_the_same_value_at_an_equal_version_takes_the_ttl_only() {
+    // A replicated Touch: the primary's entry, same value and version, new TTL.
     let (store, clock) = store();
     store.apply(&versioned("k", "v", 5)).unwrap();
     let touched = Versioned {
         ttl_ms: Some(1_000),
-        ..versioned("k", "ignored", 5)
+        ..versioned("k", "v", 5)
     };
     assert!(store.apply(&touched).unwrap());
     assert_eq!(store.get(b"k").unwrap().unwrap().value.as_ref(), b"v");
@@ -502,4 +503,41 @@ fn a_scan_sees_every_entry_that_stays_while_compaction_moves_slots_under_it() {
         .count();
     assert_eq!(skipped, 0, "entries that stayed but the scan never saw");
     assert_eq!(store.stats().items, 10_000);
+}
+
+#[test]
+fn two_owners_that_wrote_a_key_at_the_same_version_converge_on_one_value() {
+    // Two coordinators in one millisecond (owners that disagree on membership for a
+    // moment) issue equal versions; replicating each to the other must not leave them
+    // holding different values for good.
+    let (a, _) = store();
+    let (b, _) = store();
+    let on_a = a
+        .set(b"k", b"from-a", Ttl::Never, Condition::Always)
+        .unwrap();
+    let on_b = b
+        .set(b"k", b"from-b", Ttl::Never, Condition::Always)
+        .unwrap();
+    assert_eq!(on_a.version, on_b.version, "the clocks are the same");
+    a.apply(&versioned("k", "from-b", on_b.version)).unwrap();
+    b.apply(&versioned("k", "from-a", on_a.version)).unwrap();
+    assert_eq!(
+        a.get(b"k").unwrap().unwrap().value,
+        b.get(b"k").unwrap().unwrap().value
+    );
+}
+
+#[test]
+fn a_version_from_far_in_the_future_is_refused_and_the_clock_goes_on() {
+    let (store, _) = store();
+    for version in [u64::MAX, u64::MAX - 1, store.next_version() + (1 << 40)] {
+        let err = store.apply(&versioned("k", "v", version)).unwrap_err();
+        assert!(matches!(err, StoreError::VersionAhead { .. }), "{err}");
+        assert!(store.apply_delete(b"k", version).is_err());
+    }
+    let set = store
+        .set(b"k", b"v", Ttl::Never, Condition::Always)
+        .unwrap();
+    assert!(set.stored);
+    assert!(store.next_version() > set.version);
 }
