@@ -1,16 +1,21 @@
-//! kcache's local control plane, for the end-to-end suite and the laptop demo.
+//! kcache's local Kubernetes, for the end-to-end suite and the laptop demo.
 //!
-//! No kube-apiserver can be installed where kcache is tested, so this crate emulates the
+//! No cluster can be installed where kcache is tested, so this crate brings up the
 //! parts of Kubernetes kcache touches, faithfully enough that unmodified kube-rs and
-//! kubectl clients work against it:
+//! kubectl clients work against them:
 //!
-//! - [`apiserver`]: the Kubernetes API (discovery, CRUD, watch, patches, server-side
-//!   apply, subresources, CRDs, finalizers, garbage collection, Tables);
-//! - [`local`]: the `kcache-local` command (`up` writes a kubeconfig, serves, and runs
-//!   the operator).
+//! - [`apiserver`]: an emulated Kubernetes API (discovery, CRUD, watch, patches,
+//!   server-side apply, subresources, CRDs, finalizers, garbage collection, Tables);
+//! - [`controlplane`]: or the real one — etcd, kube-apiserver and
+//!   kube-controller-manager built from their Go modules;
+//! - [`controllers`]: StatefulSet and EndpointSlice controllers, for the emulator;
+//! - [`kubelet`]: pods as local processes, each on its own address;
+//! - [`dns`]: cluster DNS for Services and StatefulSet pods;
+//! - [`local`]: the `kcache-local` command (`up`, `demo`) that joins them with the
+//!   operator.
 //!
-//! The StatefulSet controller, kubelet, EndpointSlice controller and DNS emulation come
-//! next, as in-process controllers over [`apiserver::Cluster`] and its subscriptions.
+//! Everything but the emulator is an ordinary API client, so it runs the same against
+//! either control plane.
 
 #![forbid(unsafe_code)]
 
