@@ -19,7 +19,8 @@ use super::{pod_ready, run_loop, selector_matches, wake_on_changes};
 
 /// Label with the pod's name, which the real controller sets (per-pod Services use it).
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
-/// Label with the revision a pod was created from.
+/// Label with the name of the ControllerRevision a pod was created from (the real
+/// controller's value: `<set>-<hash>`).
 pub const REVISION_LABEL: &str = "controller-revision-hash";
 /// Label with the pod's ordinal.
 pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
@@ -112,7 +113,7 @@ async fn reconcile(client: &Client, set: &StatefulSet) -> Result<(), kube::Error
     if !revisions.iter().any(|r| r.name_any() == update_revision) {
         let next = revisions.iter().map(|r| r.revision).max().unwrap_or(0) + 1;
         let mut labels = spec.selector.match_labels.clone().unwrap_or_default();
-        labels.insert(REVISION_LABEL.into(), update_hash.clone());
+        labels.insert(REVISION_LABEL.into(), update_revision.clone());
         let revision: ControllerRevision = serde_json::from_value(json!({
             "apiVersion": "apps/v1", "kind": "ControllerRevision",
             "metadata": {"name": update_revision, "namespace": ns, "labels": labels,
@@ -146,10 +147,6 @@ async fn reconcile(client: &Client, set: &StatefulSet) -> Result<(), kube::Error
             .and_then(|t| serde_json::from_value(t).ok())
             .unwrap_or_else(|| spec.template.clone())
     };
-    let current_hash = current_revision
-        .strip_prefix(&format!("{name}-"))
-        .unwrap_or(&update_hash)
-        .to_string();
 
     let replicas = spec.replicas.unwrap_or(1);
     let parallel = spec.pod_management_policy.as_deref() == Some("Parallel");
@@ -192,9 +189,9 @@ async fn reconcile(client: &Client, set: &StatefulSet) -> Result<(), kube::Error
         }
         let use_current = !on_delete && ordinal < partition;
         let (template, hash) = if use_current {
-            (&current_template, &current_hash)
+            (&current_template, &current_revision)
         } else {
-            (&spec.template, &update_hash)
+            (&spec.template, &update_revision)
         };
         let pod = new_pod(set, template, hash, ordinal)?;
         match pods_api.create(&PostParams::default(), &pod).await {
@@ -240,7 +237,7 @@ async fn reconcile(client: &Client, set: &StatefulSet) -> Result<(), kube::Error
             .range(partition.max(0)..replicas)
             .rev()
             .map(|(_, p)| p)
-            .find(|p| revision_of(p) != Some(update_hash.as_str()))
+            .find(|p| revision_of(p) != Some(update_revision.as_str()))
     {
         pods_api
             .delete(&pod.name_any(), &DeleteParams::default())
@@ -260,10 +257,10 @@ async fn reconcile(client: &Client, set: &StatefulSet) -> Result<(), kube::Error
             ready += 1;
         }
         if pod.metadata.deletion_timestamp.is_none() {
-            if revision_of(pod) == Some(current_hash.as_str()) {
+            if revision_of(pod) == Some(current_revision.as_str()) {
                 current += 1;
             }
-            if revision_of(pod) == Some(update_hash.as_str()) {
+            if revision_of(pod) == Some(update_revision.as_str()) {
                 updated += 1;
             }
         }
@@ -295,7 +292,7 @@ async fn reconcile(client: &Client, set: &StatefulSet) -> Result<(), kube::Error
 fn new_pod(
     set: &StatefulSet,
     template: &PodTemplateSpec,
-    hash: &str,
+    revision: &str,
     ordinal: i32,
 ) -> Result<Pod, kube::Error> {
     let set_name = set.name_any();
@@ -303,7 +300,7 @@ fn new_pod(
     let mut metadata = template.metadata.clone().unwrap_or_default();
     let labels = metadata.labels.get_or_insert_with(Default::default);
     labels.insert(POD_NAME_LABEL.into(), name.clone());
-    labels.insert(REVISION_LABEL.into(), hash.into());
+    labels.insert(REVISION_LABEL.into(), revision.into());
     labels.insert(POD_INDEX_LABEL.into(), ordinal.to_string());
     metadata.name = Some(name.clone());
     metadata.namespace = set.namespace();

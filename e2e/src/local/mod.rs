@@ -38,7 +38,7 @@ pub struct UpArgs {
     #[arg(long, env = "KCACHE_LOCAL_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     /// Where the images' programs are (kcache-node, ...); default: the folder this
-    /// binary is in (cargo's target/<profile>).
+    /// binary is in (cargo's `target/<profile>`).
     #[arg(long, env = "KCACHE_LOCAL_BIN_DIR")]
     pub bin_dir: Option<PathBuf>,
     /// Run on a real control plane (etcd, kube-apiserver, kube-controller-manager built
