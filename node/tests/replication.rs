@@ -170,3 +170,26 @@ async fn an_unconditional_delete_removes_the_replicas_copy_even_if_the_primary_l
         .unwrap();
     assert!(!held(&members[1], &key).await.found);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_entry_does_not_cost_the_rest_of_its_batch() {
+    let members = two_nodes().await;
+    let entry = |key: &str, version: u64| VersionedEntry {
+        key: key.as_bytes().to_vec().into(),
+        value: b"v".to_vec().into(),
+        version,
+        ..VersionedEntry::default()
+    };
+    let reply = PeerClient::new(channel(&members[1]))
+        .replicate(ReplicateRequest {
+            entries: vec![entry("first", 1), entry("bad", u64::MAX), entry("last", 1)],
+            from: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((reply.received, reply.applied), (3, 2));
+    assert!(held(&members[1], "first").await.found);
+    assert!(held(&members[1], "last").await.found);
+    assert!(!held(&members[1], "bad").await.found);
+}

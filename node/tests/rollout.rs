@@ -7,119 +7,26 @@
 //! when the rollout ends.
 #![allow(clippy::unwrap_used)] // a test that cannot set up should fail loudly
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use kcache_client::placement::{Member, View};
+use common::cluster::{Cluster, Node};
+use kcache_client::placement::View;
 use kcache_client::proto::{
     MultiGetRequest, MultiSetRequest, SetRequest, StatsRequest, TopologyRequest,
     cache_client::CacheClient,
 };
-use kcache_node::cluster::WriteAck;
-use kcache_node::server::{Discovery, NodeConfig, serve};
-use kcache_node::store::Limits;
 use parking_lot::Mutex;
-use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
-use tokio_stream::StreamExt;
+use tokio::sync::watch;
 use tonic::transport::Channel;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
 
 /// Writes the writer acknowledges between a pod's readiness and its endpoint turning
 /// ready: the readiness probe's period, counted in writes rather than slept.
 const PROBE_LAG_WRITES: usize = 300;
-
-struct Node {
-    id: String,
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), kcache_node::server::Error>>,
-}
-
-impl Node {
-    fn member(&self) -> Member {
-        Member {
-            id: self.id.clone(),
-            address: self.addr.to_string(),
-        }
-    }
-
-    fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect_lazy()
-    }
-
-    /// Waits for the node's gRPC health to report the Cache service SERVING, as the
-    /// kubelet's readiness probe would see it.
-    async fn ready(&self) {
-        let mut health = HealthClient::new(self.channel());
-        let request = HealthCheckRequest {
-            service: "kcache.v1.Cache".into(),
-        };
-        let mut statuses = health.watch(request).await.unwrap().into_inner();
-        while let Some(status) = statuses.next().await {
-            if status.unwrap().status == ServingStatus::Serving as i32 {
-                return;
-            }
-        }
-        panic!("{}: health stream ended before SERVING", self.id);
-    }
-
-    /// SIGTERM: drains, hands off, stops.
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("the node drains within 30 s")
-            .unwrap()
-            .unwrap();
-    }
-}
-
-/// Members as the EndpointSlice shows them, and the addresses a client resolves.
-struct Cluster {
-    views: watch::Sender<Arc<View>>,
-    targets: Arc<Mutex<Vec<SocketAddr>>>,
-}
-
-impl Cluster {
-    /// Pod `ordinal` of generation `generation`: the same id every time, a new IP.
-    async fn start(&self, ordinal: u8, generation: u8) -> Node {
-        let id = format!("kcache-{ordinal}");
-        let ip = format!("127.0.{}.{}", generation + 1, ordinal + 10);
-        let grpc = TcpListener::bind(format!("{ip}:0")).await.unwrap();
-        let admin = TcpListener::bind(format!("{ip}:0")).await.unwrap();
-        let addr = grpc.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel();
-        let config = NodeConfig {
-            discovery: Discovery::Watch(self.views.subscribe()),
-            replication: 2,
-            write_ack: WriteAck::All,
-            ..NodeConfig::single(id.clone(), Limits::default())
-        };
-        let task = tokio::spawn(serve(config, grpc, admin, async {
-            let _ = stopped.await;
-        }));
-        Node {
-            id,
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    fn publish(&self, nodes: &[Node]) {
-        self.views.send_replace(Arc::new(View::new(
-            nodes.iter().map(Node::member).collect(),
-        )));
-        *self.targets.lock() = nodes.iter().map(|n| n.addr).collect();
-    }
-}
 
 fn key(i: u64) -> String {
     format!("key-{i:06}")
@@ -240,10 +147,7 @@ async fn agreed(nodes: &[Node]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_to_new_addresses_loses_no_acknowledged_key_with_two_copies() {
-    let cluster = Cluster {
-        views: watch::Sender::new(Arc::new(View::default())),
-        targets: Arc::new(Mutex::new(Vec::new())),
-    };
+    let cluster = Cluster::new(2);
     let preloaded = 3_000u64;
     let mut nodes = three_nodes(&cluster, preloaded).await;
 
@@ -295,10 +199,7 @@ async fn a_rolling_restart_to_new_addresses_loses_no_acknowledged_key_with_two_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_turns_ready_only_once_it_holds_every_key_it_will_own() {
-    let cluster = Cluster {
-        views: watch::Sender::new(Arc::new(View::default())),
-        targets: Arc::new(Mutex::new(Vec::new())),
-    };
+    let cluster = Cluster::new(2);
     let n = 3_000u64;
     let mut nodes = three_nodes(&cluster, n).await;
     let leaving = nodes.pop().unwrap();

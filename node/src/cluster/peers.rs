@@ -27,6 +27,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// amortise the round trip, small enough to bound memory (about 150 KiB of 100-byte
 /// values).
 pub const BATCH: usize = 1_000;
+/// Key and value bytes per message between peers: a quarter of gRPC's default 4 MiB
+/// message limit (the rest is room for framing), so batches of large values still fit
+/// what a peer decodes; an entry larger than this travels alone.
+pub const BATCH_BYTES: usize = 1 << 20;
+/// Room for the protobuf framing around the largest entry a peer may send alone.
+const ENTRY_SLACK: usize = 64 << 10;
 
 /// One lazily connected HTTP/2 connection per peer address, shared by every request
 /// to it (HTTP/2 multiplexes them).
@@ -58,6 +64,13 @@ impl PeerPool {
 
     pub fn peer(&self, address: &str) -> PeerClient<Connection> {
         PeerClient::new(self.channel(address))
+    }
+
+    /// A Peer client that takes messages of a batch or of one entry of up to
+    /// `max_value` bytes (streamed entries, as Sync sends them).
+    pub fn peer_receiving(&self, address: &str, max_value: usize) -> PeerClient<Connection> {
+        self.peer(address)
+            .max_decoding_message_size((max_value + ENTRY_SLACK).max(BATCH_BYTES + ENTRY_SLACK))
     }
 
     /// Drops channels to addresses no longer in use.
@@ -105,13 +118,26 @@ impl PeerService {
         Self { store, cluster }
     }
 
-    fn apply_all(&self, entries: Vec<VersionedEntry>) -> Result<ReplicateResponse, Status> {
+    /// Applies a batch entry by entry: one the store refuses (a key or value over this
+    /// node's limits, a version from far ahead) is logged and skipped, so it cannot
+    /// fail the handoff of the rest, which would otherwise be retried, fail again and
+    /// leave the sender's drain to time out.
+    fn apply_all(&self, from: &str, entries: Vec<VersionedEntry>) -> ReplicateResponse {
         let received = entries.len() as u64;
         let mut applied = 0;
         for entry in entries {
-            applied += u64::from(apply(&self.store, entry)?);
+            let key = entry.key.clone();
+            match apply(&self.store, entry) {
+                Ok(changed) => applied += u64::from(changed),
+                Err(status) => tracing::warn!(
+                    peer = %from,
+                    key = %String::from_utf8_lossy(&key),
+                    %status,
+                    "refused a replicated entry"
+                ),
+            }
         }
-        Ok(ReplicateResponse { received, applied })
+        ReplicateResponse { received, applied }
     }
 }
 
@@ -123,7 +149,10 @@ impl proto::peer_server::Peer for PeerService {
         &self,
         req: Request<ReplicateRequest>,
     ) -> Result<Response<ReplicateResponse>, Status> {
-        self.apply_all(req.into_inner().entries).map(Response::new)
+        let request = req.into_inner();
+        Ok(Response::new(
+            self.apply_all(&request.from, request.entries),
+        ))
     }
 
     async fn handoff(
@@ -133,7 +162,8 @@ impl proto::peer_server::Peer for PeerService {
         let mut batches = req.into_inner();
         let mut total = ReplicateResponse::default();
         while let Some(batch) = batches.next().await {
-            let done = self.apply_all(batch?.entries)?;
+            let batch = batch?;
+            let done = self.apply_all(&batch.from, batch.entries);
             total.received += done.received;
             total.applied += done.applied;
         }
@@ -149,7 +179,7 @@ impl proto::peer_server::Peer for PeerService {
         tokio::spawn(async move {
             let mut cursor = Some(ScanCursor::default());
             while let Some(at) = cursor {
-                let (batch, next) = store.scan(at, BATCH);
+                let (batch, next) = store.scan(at, BATCH, BATCH_BYTES);
                 cursor = next;
                 // The asking member may not be in this node's view yet (it turns
                 // ready, and becomes an endpoint, only after this sync): place keys as

@@ -16,7 +16,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::Cluster;
-use super::peers::{BATCH, apply, to_proto};
+use super::peers::{BATCH, BATCH_BYTES, apply, to_proto};
 use crate::metrics::Metrics;
 use crate::store::{ScanCursor, Store, Versioned};
 
@@ -49,7 +49,7 @@ pub async fn hand_off(store: &Arc<Store>, cluster: &Cluster, old: &View, new: &V
     let mut outcome = Handoff::default();
     let mut cursor = Some(ScanCursor::default());
     while let Some(at) = cursor {
-        let (batch, next) = store.scan(at, BATCH);
+        let (batch, next) = store.scan(at, BATCH, BATCH_BYTES);
         cursor = next;
         let mut per_target: HashMap<&str, Vec<_>> = HashMap::new();
         for entry in &batch {
@@ -106,7 +106,7 @@ async fn move_unowned(store: &Store, cluster: &Cluster, view: &View, outcome: &m
     let me = cluster.me.id.as_str();
     let mut cursor = Some(ScanCursor::default());
     while let Some(at) = cursor {
-        let (batch, next) = store.scan(at, BATCH);
+        let (batch, next) = store.scan(at, BATCH, BATCH_BYTES);
         cursor = next;
         let mut per_target: HashMap<&str, Vec<Versioned>> = HashMap::new();
         let mut leaving = Vec::new();
@@ -264,7 +264,8 @@ pub async fn sync_from_peers(store: &Store, cluster: &Cluster) -> u64 {
         .iter()
         .filter(|m| m.id != cluster.me.id)
         .map(|m| {
-            let mut peer = cluster.peers.peer(&m.address);
+            let max_value = store.limits().max_value_size + store.limits().max_key_size;
+            let mut peer = cluster.peers.peer_receiving(&m.address, max_value);
             let request = SyncRequest {
                 member_id: cluster.me.id.clone(),
             };

@@ -540,14 +540,21 @@ impl Store {
         Ok(removed)
     }
 
-    /// Copies out up to `max` live entries from `cursor` on, one shard lock at a time,
-    /// for handoff; returns the cursor to continue from, `None` when done. Every entry
+    /// Copies out up to `max` live entries, and no more than `max_bytes` of keys and
+    /// values (unless one entry alone is larger), from `cursor` on, one shard lock at a
+    /// time, for handoff; returns the cursor to continue from, `None` when done. Every entry
     /// present for the whole scan is seen; one written during it may or may not be.
     /// A shard compacted between two steps (slots moved under the cursor) is scanned
     /// again from its start, so some entries may be seen twice.
-    pub fn scan(&self, cursor: ScanCursor, max: usize) -> (Vec<Versioned>, Option<ScanCursor>) {
+    pub fn scan(
+        &self,
+        cursor: ScanCursor,
+        max: usize,
+        max_bytes: usize,
+    ) -> (Vec<Versioned>, Option<ScanCursor>) {
         let now = self.clock.monotonic_ms();
         let mut out = Vec::new();
+        let mut bytes = 0;
         let mut cursor = cursor;
         while cursor.shard < SHARDS {
             let shard = self.shards[cursor.shard].lock();
@@ -555,7 +562,7 @@ impl Store {
                 cursor.slot = 0;
                 cursor.compactions = shard.compactions;
             }
-            let next = shard.scan(cursor.slot, max, now, &mut out);
+            let next = shard.scan(cursor.slot, (max, max_bytes), &mut bytes, now, &mut out);
             drop(shard);
             match next {
                 Some(slot) => {

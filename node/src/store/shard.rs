@@ -199,12 +199,15 @@ impl Shard {
         self.slot(id).value()
     }
 
-    /// Copies out up to `max` live entries from slot `from` on; returns where to go on,
-    /// or `None` at the end of the shard.
+    /// Copies out live entries from slot `from` on until `out` holds `max` of them or
+    /// the next would take `bytes` (key and value bytes in `out`) past `max_bytes` (an
+    /// entry larger than that goes alone); returns where to go on, or `None` at the end
+    /// of the shard.
     pub(crate) fn scan(
         &self,
         from: u32,
-        max: usize,
+        (max, max_bytes): (usize, usize),
+        bytes: &mut usize,
         now: u64,
         out: &mut Vec<super::Versioned>,
     ) -> Option<u32> {
@@ -215,6 +218,11 @@ impl Shard {
             }
             let slot = self.slot(id);
             if !slot.is_free() && !slot.is_expired(now) {
+                let size = slot.key().len() + slot.value().len();
+                if !out.is_empty() && bytes.saturating_add(size) > max_bytes {
+                    return Some(id);
+                }
+                *bytes += size;
                 let entry = slot.entry(now);
                 out.push(super::Versioned {
                     key: Bytes::copy_from_slice(slot.key()),

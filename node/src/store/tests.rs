@@ -451,7 +451,7 @@ fn a_scan_in_small_steps_sees_every_live_entry_once() {
     let mut seen = std::collections::HashSet::new();
     let mut cursor = Some(ScanCursor::default());
     while let Some(at) = cursor {
-        let (batch, next) = store.scan(at, 97);
+        let (batch, next) = store.scan(at, 97, usize::MAX);
         assert!(batch.len() <= 97);
         for entry in batch {
             assert!(seen.insert(entry.key));
@@ -486,7 +486,7 @@ fn a_scan_sees_every_entry_that_stays_while_compaction_moves_slots_under_it() {
     let mut seen = std::collections::HashSet::new();
     let mut cursor = Some(ScanCursor::default());
     while let Some(at) = cursor {
-        let (batch, next) = store.scan(at, 1_000);
+        let (batch, next) = store.scan(at, 1_000, usize::MAX);
         for entry in batch {
             let i = u32::from_be_bytes(entry.key[..].try_into().unwrap());
             if i % 10 != 0 {
@@ -540,4 +540,35 @@ fn a_version_from_far_in_the_future_is_refused_and_the_clock_goes_on() {
         .unwrap();
     assert!(set.stored);
     assert!(store.next_version() > set.version);
+}
+
+#[test]
+fn a_scan_batch_keeps_to_its_byte_budget_unless_one_entry_alone_is_larger() {
+    let (store, _) = store();
+    for i in 0..100u32 {
+        let size = if i == 7 { 5_000 } else { 100 };
+        store
+            .set(
+                &i.to_be_bytes(),
+                &vec![b'v'; size],
+                Ttl::Never,
+                Condition::Always,
+            )
+            .unwrap();
+    }
+    let mut seen = 0;
+    let mut cursor = Some(ScanCursor::default());
+    while let Some(at) = cursor {
+        let (batch, next) = store.scan(at, 1_000, 1_000);
+        let bytes: usize = batch.iter().map(|e| e.key.len() + e.value.len()).sum();
+        assert!(!batch.is_empty() || next.is_none());
+        assert!(
+            bytes <= 1_000 || batch.len() == 1,
+            "{} entries, {bytes} bytes",
+            batch.len()
+        );
+        seen += batch.len();
+        cursor = next;
+    }
+    assert_eq!(seen, 100);
 }

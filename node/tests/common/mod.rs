@@ -1,6 +1,8 @@
 //! A node on 127.0.0.1 with ephemeral ports, for black-box tests over real sockets.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod cluster;
+
 use std::net::SocketAddr;
 
 use kcache_client::proto::cache_client::CacheClient;
