@@ -5,7 +5,8 @@ kube-controller-manager's Deployment, ReplicaSet, StatefulSet and garbage collec
 controllers) and checks what a user would: two operator replicas come up from the chart's Deployment
 under the chart's ServiceAccount and RBAC alone (the e2e kubelet runs pods as processes
 with their ServiceAccount's token), one of them leads, the CacheCluster the release
-creates reaches Available with every node ready, and `helm uninstall` leaves nothing
+creates reaches Available with every node ready, another replica takes the Lease when
+the leader's pod is deleted, and `helm uninstall` leaves nothing
 behind but the CRD (the garbage collector takes what the operator made). It also asks
 the API server (SubjectAccessReview, through `kubectl auth can-i --as`) that the
 operator's ServiceAccount may do what it needs and nothing it should not.
@@ -170,6 +171,20 @@ def run(work, bins, pod_network):
         print(f"cachecluster: demo {status.get('phase')}, {status['readyReplicas']}/3 ready, no ReconcileFailed events")
 
         check_access(kubectl)
+
+        # Two replicas are safe and useful: when the leader goes, another replica leads
+        # (the standby, or the ReplicaSet's replacement if it asks first).
+        started = time.monotonic()
+        kubectl.run("delete", "pod", holder, "-n", NAMESPACE, "--wait=false")
+
+        def new_leader():
+            now = kubectl.json("get", "lease", OPERATOR, "-n", NAMESPACE)["spec"].get("holderIdentity")
+            live = [p["metadata"]["name"] for p in kubectl.json("get", "pods", "-n", NAMESPACE)["items"]
+                    if p["metadata"]["name"] != holder and not p["metadata"].get("deletionTimestamp")]
+            return now in live and now
+
+        successor = wait_for("another replica to take the Lease", new_leader, 60)
+        print(f"failover: {holder} deleted, {successor} leads {time.monotonic() - started:.0f}s later")
 
         with helm.Config(namespace=NAMESPACE, kubeconfig_path=str(kubeconfig)) as config:
             config.uninstall(RELEASE)
