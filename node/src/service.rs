@@ -410,7 +410,7 @@ impl CacheService {
         for (i, key) in keys.iter().enumerate() {
             match self.place(key, forwarded) {
                 Some(p) if !p.local => {
-                    let primary = p.owners[0].clone();
+                    let primary = first_owner(&p)?;
                     remote
                         .entry(primary.id.clone())
                         .or_insert((primary, vec![]))
@@ -491,7 +491,7 @@ impl CacheService {
         for (i, item) in items.iter().enumerate() {
             match self.place(&item.key, forwarded) {
                 Some(p) if !p.primary => {
-                    let primary = p.owners[0].clone();
+                    let primary = first_owner(&p)?;
                     remote
                         .entry(primary.id.clone())
                         .or_insert((primary, vec![]))
@@ -588,6 +588,14 @@ impl CacheService {
             uptime_seconds: self.node.started.elapsed().as_secs(),
         }
     }
+}
+
+/// The key's primary owner. A node that drains while every other member leaves (a
+/// scale to zero) places keys on nobody.
+fn first_owner(placement: &Placement) -> Result<Member, Status> {
+    placement.owners.first().cloned().ok_or_else(|| {
+        Status::unavailable("this node is leaving and no member is left to own the key")
+    })
 }
 
 fn is_forwarded<T>(req: &Request<T>) -> bool {
