@@ -229,7 +229,6 @@ async fn write_status(
             "podIP": ip, "podIPs": [{"ip": ip}],
             "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
             "startTime": state.start_time,
-            "qosClass": "BestEffort",
             "conditions": [
                 condition("PodReadyToStartContainers", true),
                 condition("Initialized", true),
