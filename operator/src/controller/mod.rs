@@ -1,12 +1,14 @@
 //! The kube-runtime Controller on CacheClusters and the context it reconciles with.
 //!
 //! The operator's ServiceAccount needs, cluster-wide: get/list/watch on
-//! cacheclusters and patch on cacheclusters/status; get/list/watch/patch/delete on
-//! statefulsets, services, serviceaccounts, roles, rolebindings,
-//! poddisruptionbudgets and networkpolicies; get/patch/delete on servicemonitors
-//! and prometheusrules; create/patch on events.k8s.io events; get/create/patch/update
-//! on coordination.k8s.io leases; and list/watch on endpointslices (RBAC lets it
-//! grant the nodes only what it holds itself).
+//! cacheclusters and patch on cacheclusters/status; get/list/watch/create/patch/delete
+//! on statefulsets, services, serviceaccounts, roles, rolebindings,
+//! poddisruptionbudgets and networkpolicies (a server-side apply that creates an
+//! object is authorized as `create`); get/create/patch/delete on servicemonitors and
+//! prometheusrules; create/patch on events.k8s.io events; get/patch/update on its
+//! coordination.k8s.io Lease; and list/watch on endpointslices (RBAC lets it grant the
+//! nodes only what it holds itself). The chart's ClusterRole
+//! (charts/kcache-operator/templates/rbac.yaml) is the list that is tested.
 
 mod apply;
 mod backoff;
