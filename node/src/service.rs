@@ -16,15 +16,16 @@ use kcache_client::Connection;
 use kcache_client::placement::Member;
 use kcache_client::proto::{
     self, Command, DeleteRequest, DeleteResponse, GetRequest, GetResponse, IncrementRequest,
-    IncrementResponse, MultiGetRequest, MultiGetResponse, MultiSetRequest, MultiSetResponse,
-    ReplicateRequest, Reply, SetCondition, SetRequest, SetResponse, TouchRequest, TouchResponse,
-    VersionedEntry, cache_client::CacheClient, command, reply,
+    IncrementResponse, MultiGetRequest, MultiGetResponse, MultiSetRequest, MultiSetResponse, Reply,
+    SetCondition, SetRequest, SetResponse, TouchRequest, TouchResponse, cache_client::CacheClient,
+    command, reply,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::cluster::{Cluster, Placement, WriteAck, peers::to_proto};
+use crate::cluster::replicate::Route;
+use crate::cluster::{Cluster, Placement, WriteAck};
 use crate::metrics::Metrics;
 use crate::store::{Condition, Entry, Store, StoreError, Ttl};
 
@@ -162,51 +163,25 @@ impl CacheService {
         Err(last)
     }
 
-    /// Copies the key's current state (or its deletion) to the other owners.
+    /// Copies the key's current state (or its deletion) to the other owners, after
+    /// every copy queued before it; waits for them with `--write-ack all`.
     async fn replicate(&self, key: &Bytes, placement: Option<&Placement>) {
         let Some(placement) = placement else { return };
-        let others: Vec<Member> = placement.others(&self.cluster.me.id).cloned().collect();
+        let me = self.cluster.me.id.as_str();
+        let others: Vec<&str> = placement.others(me).map(|m| m.address.as_str()).collect();
         if others.is_empty() {
             return;
         }
-        let entry = match self.store.peek(key) {
-            Some(entry) => to_proto(crate::store::Versioned {
-                key: key.clone(),
-                value: entry.value,
-                version: entry.version,
-                ttl_ms: entry.ttl_ms,
-            }),
-            None => VersionedEntry {
-                key: key.clone(),
-                version: self.store.next_version(),
-                deleted: true,
-                ..VersionedEntry::default()
-            },
+        let route = Route {
+            peers: &self.cluster.peers,
+            me,
+            metrics: &self.metrics,
         };
-        let (cluster, metrics) = (self.cluster.clone(), self.metrics.clone());
-        let send = async move {
-            let calls = others.iter().map(|member| {
-                let mut peer = cluster.peers.peer(&member.address);
-                let mut request = Request::new(ReplicateRequest {
-                    entries: vec![entry.clone()],
-                    from: cluster.me.id.clone(),
-                });
-                request.set_timeout(PEER_TIMEOUT);
-                async move { peer.replicate(request).await }
-            });
-            for result in futures::future::join_all(calls).await {
-                if let Err(status) = result {
-                    tracing::debug!(%status, "replication failed");
-                    metrics.replication_error();
-                }
-            }
-        };
-        match self.cluster.write_ack {
-            WriteAck::All => send.await,
-            WriteAck::One => {
-                tokio::spawn(send);
-            }
-        }
+        let wait = self.cluster.write_ack == WriteAck::All;
+        self.cluster
+            .replicas
+            .copy(route, &self.store, key, &others, wait)
+            .await;
     }
 
     /// Runs a write where it belongs: here when this node is the primary owner (or the

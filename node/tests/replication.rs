@@ -21,6 +21,11 @@ use tonic_health::pb::{
 
 /// Two members of a static cluster with two copies of every key; both serving.
 async fn two_nodes() -> Vec<Member> {
+    two_nodes_acking(WriteAck::All).await
+}
+
+/// As [`two_nodes`], answering writes as `ack` says.
+async fn two_nodes_acking(ack: WriteAck) -> Vec<Member> {
     let mut listeners = Vec::new();
     let mut members = Vec::new();
     for id in ["a", "b"] {
@@ -36,7 +41,7 @@ async fn two_nodes() -> Vec<Member> {
         let config = NodeConfig {
             discovery: Discovery::Static(members.clone()),
             replication: 2,
-            write_ack: WriteAck::All,
+            write_ack: ack,
             ..NodeConfig::single(id, Limits::default())
         };
         tokio::spawn(serve(config, grpc, admin, std::future::pending()));
@@ -192,4 +197,72 @@ async fn one_bad_entry_does_not_cost_the_rest_of_its_batch() {
     assert!(held(&members[1], "first").await.found);
     assert!(held(&members[1], "last").await.found);
     assert!(!held(&members[1], "bad").await.found);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_that_follows_a_set_is_not_overtaken_by_it_on_the_replica() {
+    // With --write-ack one the copies go in the background: the set's copy must not
+    // land after the delete's, which would bring the key back on the replica.
+    let members = two_nodes_acking(WriteAck::One).await;
+    let view = View::new(members.clone());
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("churn-{i}"))
+        .filter(|k| view.owners(k.as_bytes(), 2)[0].id == members[0].id)
+        .take(2_000)
+        .collect();
+    let mut primary = CacheClient::new(channel(&members[0]));
+    for key in &keys {
+        let key: bytes::Bytes = key.as_bytes().to_vec().into();
+        primary
+            .set(SetRequest {
+                key: key.clone(),
+                value: key.clone(),
+                ..SetRequest::default()
+            })
+            .await
+            .unwrap();
+        primary
+            .delete(DeleteRequest {
+                key,
+                if_version: None,
+            })
+            .await
+            .unwrap();
+    }
+    // A last write through the same primary: once the replica has it, the copies
+    // sent before it have landed.
+    primary
+        .set(SetRequest {
+            key: b"last".to_vec().into(),
+            value: b"last".to_vec().into(),
+            ..SetRequest::default()
+        })
+        .await
+        .unwrap();
+    let replica = if view.owners(b"last", 2)[0].id == members[0].id {
+        &members[1]
+    } else {
+        &members[0]
+    };
+    let landed = async {
+        while !held(replica, "last").await.found {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), landed)
+        .await
+        .expect("the last copy lands");
+    let mut back = Vec::new();
+    for key in &keys {
+        if held(&members[1], key).await.found {
+            back.push(key.clone());
+        }
+    }
+    assert!(
+        back.is_empty(),
+        "{} of {} deleted keys back on the replica, e.g. {:?}",
+        back.len(),
+        keys.len(),
+        &back[..back.len().min(3)]
+    );
 }

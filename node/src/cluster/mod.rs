@@ -5,6 +5,7 @@ pub mod kubernetes;
 pub mod membership;
 pub mod peers;
 pub mod rebalance;
+pub mod replicate;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,6 +54,8 @@ pub struct Cluster {
     /// may still be on their previous owners, on their way here.
     transition: Mutex<Transition>,
     pub peers: PeerPool,
+    /// Copies of writes to the keys' other owners, in order, per peer.
+    pub replicas: replicate::Replicator,
 }
 
 #[derive(Debug)]
@@ -99,6 +102,7 @@ impl Cluster {
                 moved: Instant::now(),
             }),
             peers: PeerPool::default(),
+            replicas: replicate::Replicator::default(),
         }
     }
 

@@ -243,6 +243,7 @@ pub async fn run(
         }
         let addresses: Vec<&str> = next.members().iter().map(|m| m.address.as_str()).collect();
         cluster.peers.retain(&addresses);
+        cluster.replicas.retain(&addresses);
         cluster.moved(Some(placed.clone()));
         let completed = pass(&store, &cluster, &metrics, &placed, &next).await;
         cluster.moved(None);

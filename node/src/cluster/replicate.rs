@@ -1,0 +1,197 @@
+//! Copies of writes to a key's other owners, in the order the writes happened here.
+//!
+//! One queue per peer: a write takes the key's state from the store and queues it in
+//! one step under the queue's lock, so a peer receives the states of a key in the
+//! order the store went through them (a set's copy never lands after the delete that
+//! followed it, which would bring the key back there). One task per peer sends what
+//! is queued in batches, so ordering costs no throughput; the queue is bounded, so
+//! `--write-ack one` cannot pile up copies without limit.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kcache_client::proto::{ReplicateRequest, VersionedEntry};
+use parking_lot::Mutex;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
+
+use super::peers::{BATCH, BATCH_BYTES, PeerPool, to_proto};
+use crate::metrics::Metrics;
+use crate::store::{Store, Versioned};
+
+/// Copies one peer may have queued: about a second of writes at a busy node's rate;
+/// beyond it writes wait for the peer rather than grow the queue.
+const QUEUE_LIMIT: usize = 65_536;
+/// Deadline of one batch: peers answer in microseconds, so a second means trouble.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The per-peer queues.
+#[derive(Debug, Default)]
+pub struct Replicator {
+    queues: Mutex<HashMap<String, Arc<Queue>>>,
+}
+
+#[derive(Debug)]
+struct Queue {
+    jobs: Mutex<VecDeque<Job>>,
+    queued: Notify,
+    room: Arc<Semaphore>,
+}
+
+#[derive(Debug)]
+struct Job {
+    entry: VersionedEntry,
+    done: Option<oneshot::Sender<bool>>,
+    _room: OwnedSemaphorePermit,
+}
+
+/// Who sends, to whom, through what.
+#[derive(Debug)]
+pub struct Route<'a> {
+    pub peers: &'a PeerPool,
+    pub me: &'a str,
+    pub metrics: &'a Metrics,
+}
+
+impl Replicator {
+    /// Queues the key's current state in `store` (or its deletion) for each of
+    /// `addresses`; with `wait`, returns once every peer applied it or failed to.
+    /// Returns how many peers did not take it (only known when waiting).
+    pub async fn copy(
+        &self,
+        route: Route<'_>,
+        store: &Store,
+        key: &Bytes,
+        addresses: &[&str],
+        wait: bool,
+    ) -> usize {
+        let mut pending = Vec::new();
+        for address in addresses {
+            let queue = self.queue(&route, address);
+            let room = queue.room.clone().acquire_owned().await;
+            let Ok(room) = room else { continue };
+            let (done, finished) = oneshot::channel();
+            {
+                let mut jobs = queue.jobs.lock();
+                jobs.push_back(Job {
+                    entry: state(store, key),
+                    done: wait.then_some(done),
+                    _room: room,
+                });
+            }
+            queue.queued.notify_one();
+            pending.push(finished);
+        }
+        if !wait {
+            return 0;
+        }
+        let mut failed = 0;
+        for finished in pending {
+            failed += usize::from(!finished.await.unwrap_or(false));
+        }
+        failed
+    }
+
+    /// Stops the queues of addresses no longer in use (once they are sent).
+    pub fn retain(&self, addresses: &[&str]) {
+        self.queues.lock().retain(|address, queue| {
+            let keep = addresses.contains(&address.as_str());
+            if !keep {
+                queue.room.close();
+                queue.queued.notify_one();
+            }
+            keep
+        });
+    }
+
+    fn queue(&self, route: &Route<'_>, address: &str) -> Arc<Queue> {
+        let mut queues = self.queues.lock();
+        if let Some(queue) = queues.get(address) {
+            return queue.clone();
+        }
+        let queue = Arc::new(Queue {
+            jobs: Mutex::new(VecDeque::new()),
+            queued: Notify::new(),
+            room: Arc::new(Semaphore::new(QUEUE_LIMIT)),
+        });
+        queues.insert(address.to_owned(), queue.clone());
+        let peer = route.peers.peer(address);
+        let (me, metrics) = (route.me.to_owned(), route.metrics.clone());
+        tokio::spawn(send(queue.clone(), peer, me, metrics));
+        queue
+    }
+}
+
+/// The key's state as the store holds it now: its entry, or its deletion at a fresh
+/// version (above the entry it removed).
+fn state(store: &Store, key: &Bytes) -> VersionedEntry {
+    match store.peek(key) {
+        Some(entry) => to_proto(Versioned {
+            key: key.clone(),
+            value: entry.value,
+            version: entry.version,
+            ttl_ms: entry.ttl_ms,
+        }),
+        None => VersionedEntry {
+            key: key.clone(),
+            version: store.next_version(),
+            deleted: true,
+            ..VersionedEntry::default()
+        },
+    }
+}
+
+/// Sends a peer's queue in order, a batch at a time, until the queue is closed and
+/// empty.
+async fn send(
+    queue: Arc<Queue>,
+    mut peer: kcache_client::proto::peer_client::PeerClient<kcache_client::Connection>,
+    me: String,
+    metrics: Metrics,
+) {
+    loop {
+        let batch = take_batch(&queue);
+        if batch.is_empty() {
+            if queue.room.is_closed() {
+                return;
+            }
+            queue.queued.notified().await;
+            continue;
+        }
+        let mut request = tonic::Request::new(ReplicateRequest {
+            entries: batch.iter().map(|job| job.entry.clone()).collect(),
+            from: me.clone(),
+        });
+        request.set_timeout(BATCH_TIMEOUT);
+        let applied = match peer.replicate(request).await {
+            Ok(_) => true,
+            Err(status) => {
+                tracing::debug!(%status, entries = batch.len(), "replication failed");
+                metrics.replication_error();
+                false
+            }
+        };
+        for job in batch {
+            if let Some(done) = job.done {
+                let _ = done.send(applied);
+            }
+        }
+    }
+}
+
+/// Up to a batch of the oldest queued copies.
+fn take_batch(queue: &Queue) -> Vec<Job> {
+    let mut jobs = queue.jobs.lock();
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    while let Some(job) = jobs.front() {
+        let size = job.entry.key.len() + job.entry.value.len();
+        if batch.len() == BATCH || !batch.is_empty() && bytes + size > BATCH_BYTES {
+            break;
+        }
+        bytes += size;
+        batch.extend(jobs.pop_front());
+    }
+    batch
+}
