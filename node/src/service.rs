@@ -46,6 +46,12 @@ pub const PROBE: &str = "probe";
 /// Deadline of a forwarded request or a replication call: peers answer in
 /// microseconds, so a second means the peer is in trouble.
 const PEER_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a coordinated write waits for its copies (`--write-ack all`) before it
+/// answers: half of [`PEER_TIMEOUT`], the deadline a forwarding peer gives the
+/// coordinator, so a write the coordinator applied is never reported to the client as
+/// timed out (and retried: an increment counted twice). A replica slower than this
+/// counts as unreachable for the write; its copy still goes, in order, behind it.
+const REPLICATION_WAIT: Duration = Duration::from_millis(500);
 
 /// A write as applied here: the reply, and whether the key's other owners must follow.
 /// A write that changed nothing here (a failed condition, a Touch of a missing key)
@@ -178,10 +184,16 @@ impl CacheService {
             metrics: &self.metrics,
         };
         let wait = self.cluster.write_ack == WriteAck::All;
-        self.cluster
+        let copied = self
+            .cluster
             .replicas
-            .copy(route, &self.store, key, &others, wait)
-            .await;
+            .copy(route, &self.store, key, &others, wait);
+        if tokio::time::timeout(REPLICATION_WAIT, copied)
+            .await
+            .is_err()
+        {
+            tracing::debug!("replicas slower than the write may wait; answering");
+        }
     }
 
     /// Runs a write where it belongs: here when this node is the primary owner (or the

@@ -2,6 +2,8 @@
 //! requests end with an answer or a status that says why, never a reset stream.
 #![allow(clippy::unwrap_used)] // a test that cannot set up should fail loudly
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,26 +18,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tonic::transport::Channel;
 
-/// A peer that accepts HTTP/2 and never answers: a handoff to it hangs, so the node
-/// that drains to it stays draining for the test.
-async fn silent_peer() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let mut conn = h2::server::handshake(tcp).await.unwrap();
-                let mut held = Vec::new();
-                while let Some(Ok(call)) = conn.accept().await {
-                    held.push(call);
-                }
-            });
-        }
-    });
-    address
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_node_left_without_members_answers_batches_with_a_status() {
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -46,7 +28,7 @@ async fn a_draining_node_left_without_members_answers_batches_with_a_status() {
     };
     let peer = Member {
         id: "b".into(),
-        address: silent_peer().await,
+        address: common::silent_peer().await,
     };
     let both = View::new(vec![me.clone(), peer.clone()]);
     let (views, _) = watch::channel(Arc::new(both.clone()));

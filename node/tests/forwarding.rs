@@ -2,6 +2,8 @@
 //! applied must not be applied again elsewhere.
 #![allow(clippy::unwrap_used)] // a test that cannot set up should fail loudly
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -108,4 +110,49 @@ async fn a_write_whose_owner_timed_out_is_not_applied_again_here() {
 
     let _ = stop.send(());
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_its_owner_applied_is_not_reported_failed_because_a_replica_hangs() {
+    // f forwards to p, the key's primary, which copies it to s, a replica that never
+    // answers: p applied the increment, so f must not report it failed (a client
+    // would retry it and count twice).
+    let mut listeners = Vec::new();
+    let mut members = Vec::new();
+    for id in ["f", "p"] {
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        members.push(Member {
+            id: id.into(),
+            address: grpc.local_addr().unwrap().to_string(),
+        });
+        listeners.push((id, grpc, admin));
+    }
+    members.push(Member {
+        id: "s".into(),
+        address: common::silent_peer().await,
+    });
+    let view = View::new(members.clone());
+    let key = (0..)
+        .map(|i| format!("counter-{i}"))
+        .find(|k| {
+            let owners = view.owners(k.as_bytes(), 2);
+            owners[0].id == "p" && owners[1].id == "s"
+        })
+        .unwrap();
+    for (id, grpc, admin) in listeners {
+        let config = NodeConfig {
+            discovery: Discovery::Static(members.clone()),
+            replication: 2,
+            ..NodeConfig::single(id, Limits::default())
+        };
+        tokio::spawn(serve(config, grpc, admin, std::future::pending()));
+    }
+    let client = Client::builder(members[0].address.clone())
+        .retries(0)
+        .connect()
+        .await
+        .unwrap();
+    let counted = client.incr(key.clone(), 1, 0, Ttl::Never).await.unwrap();
+    assert_eq!(counted.0, 1);
 }

@@ -69,3 +69,23 @@ impl TestNode {
         self.task.await.unwrap().unwrap();
     }
 }
+
+/// A peer that accepts HTTP/2 and never answers: calls to it hang until their own
+/// deadline (a frozen node, as far as its callers can tell).
+pub async fn silent_peer() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut conn = h2::server::handshake(tcp).await.unwrap();
+                let mut held = Vec::new();
+                while let Some(Ok(call)) = conn.accept().await {
+                    held.push(call);
+                }
+            });
+        }
+    });
+    address
+}
