@@ -26,9 +26,21 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
+    // Signals are caught from the start: a Ctrl-C while the cluster comes up still stops
+    // its pods (they run in process groups of their own, so the terminal's SIGINT
+    // reaches only this process).
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        interrupted().await;
+        let _ = tx.send(true);
+    });
+    tokio::task::yield_now().await;
+    let shutdown = async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
     match Cli::parse().command {
-        Command::Up(args) => kcache_e2e::local::up(args, interrupted()).await?,
-        Command::Demo(args) => kcache_e2e::local::demo::run(args, interrupted()).await?,
+        Command::Up(args) => kcache_e2e::local::up(args, shutdown).await?,
+        Command::Demo(args) => kcache_e2e::local::demo::run(args, shutdown).await?,
     }
     Ok(())
 }

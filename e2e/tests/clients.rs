@@ -109,7 +109,8 @@ async fn the_readmes_go_and_python_clients_balance_over_the_pods_through_cluster
 
     // Go: built from e2e/clients/go through the module proxy (go.sum pins it).
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/go");
-    let binary = std::env::temp_dir().join("kcache-e2e-go-client");
+    let build_dir = tempfile::tempdir().unwrap();
+    let binary = build_dir.path().join("kcache-e2e-go-client");
     let build = Command::new("go")
         .args(["build", "-mod=readonly", "-o"])
         .arg(&binary)

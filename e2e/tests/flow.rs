@@ -36,7 +36,13 @@ async fn a_cache_cluster_runs_serves_and_goes_away_with_everything_it_owned() {
     // Round robin: 3,000 writes spread over the pods by DNS, read back through smart
     // routing, which goes straight to each key's owner.
     let rr = env.cache(&name, false).await;
-    assert_eq!(rr.addresses().len(), 3, "DNS gave {:?}", rr.addresses());
+    // DNS follows the EndpointSlices: wait until it lists all three pods.
+    let deadline = Instant::now() + common::WAIT;
+    while rr.addresses().len() != 3 {
+        assert!(Instant::now() < deadline, "DNS gave {:?}", rr.addresses());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = rr.refresh().await;
+    }
     let keys: Vec<String> = (0..3_000).map(|i| format!("flow:{i}")).collect();
     for key in &keys {
         rr.set(key.clone(), key.clone(), Default::default())

@@ -80,11 +80,19 @@ async fn ordered_ready_creation_scale_down_and_a_partitioned_rolling_update() {
         let mut events = watcher(pods, watcher::Config::default().labels("app=web"))
             .default_backoff()
             .boxed();
-        while let Some(Ok(event)) = events.next().await {
+        while let Some(event) = events.next().await {
+            // A watch error is retried by the backoff; the stream goes on.
+            let Ok(event) = event else { continue };
             match event {
                 watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
                     let name = pod.name_any();
-                    let ordinal: usize = name.trim_start_matches("web-").parse().unwrap();
+                    let Some(ordinal) = name
+                        .strip_prefix("web-")
+                        .and_then(|o| o.parse::<usize>().ok())
+                    else {
+                        seen.lock().push(format!("unexpected pod {name}"));
+                        continue;
+                    };
                     if !state.contains_key(&name) {
                         for lower in 0..ordinal {
                             let ok = state.get(&format!("web-{lower}")).is_some_and(pod_ready);
@@ -206,7 +214,24 @@ async fn ordered_ready_creation_scale_down_and_a_partitioned_rolling_update() {
             .is_some_and(|st| st.replicas == 1 && st.ready_replicas == Some(1))
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await; // let the watch see the last events
+    // The watch has seen the end state (only web-0 left) and is still running.
+    let deadline = std::time::Instant::now() + common::WAIT;
+    while env
+        .pods()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .len()
+        != 1
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pods were not removed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!watch.is_finished(), "the ordering watch ended early");
     watch.abort();
     let violations = violations.lock().clone();
     assert!(violations.is_empty(), "{violations:?}");

@@ -35,6 +35,10 @@ pub struct Config {
     /// How often a watch that allows bookmarks gets one. The real server sends them
     /// about once a minute; tests lower it.
     pub bookmark_interval: Duration,
+    /// The local kubelet's state folder, whose `pods/<namespace>_<pod>/<container>.log`
+    /// files `pods/{name}/log` serves (`kubectl logs`); `None` answers that nothing
+    /// serves pod logs here.
+    pub pod_logs: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -42,6 +46,7 @@ impl Default for Config {
         Self {
             history_capacity: DEFAULT_HISTORY_CAPACITY,
             bookmark_interval: DEFAULT_BOOKMARK_INTERVAL,
+            pod_logs: None,
         }
     }
 }

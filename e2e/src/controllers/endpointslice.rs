@@ -136,7 +136,10 @@ pub fn desired(service: &Service, pods: &[Pod]) -> Option<EndpointSlice> {
         .map(|pod| {
             let status = pod.status.clone().unwrap_or_default();
             let terminating = pod.metadata.deletion_timestamp.is_some();
-            let serving = condition_true(&status, "Ready") || publish_not_ready;
+            // The real controller's rule: serving follows readiness; ready is
+            // serving and not terminating, or anything when not-ready addresses are
+            // published.
+            let serving = condition_true(&status, "Ready");
             let pod_spec = pod.spec.clone().unwrap_or_default();
             let hostname = pod_spec
                 .hostname
@@ -145,7 +148,7 @@ pub fn desired(service: &Service, pods: &[Pod]) -> Option<EndpointSlice> {
             Endpoint {
                 addresses: vec![status.pod_ip.clone().unwrap_or_default()],
                 conditions: Some(EndpointConditions {
-                    ready: Some(serving && !terminating),
+                    ready: Some(publish_not_ready || (serving && !terminating)),
                     serving: Some(serving),
                     terminating: Some(terminating),
                 }),
@@ -300,6 +303,32 @@ mod tests {
         let labels = slice.metadata.labels.expect("labels");
         assert_eq!(labels[SERVICE_NAME_LABEL], "demo-headless");
         assert!(labels.contains_key("service.kubernetes.io/headless"));
+    }
+
+    #[test]
+    fn published_not_ready_addresses_are_ready_and_serving_follows_readiness() {
+        let mut svc = service(true);
+        svc.spec.as_mut().expect("spec").publish_not_ready_addresses = Some(true);
+        let pods = [
+            pod("demo-0", Some("127.0.0.10"), false, false),
+            pod("demo-1", Some("127.0.0.11"), true, true),
+        ];
+        let slice = desired(&svc, &pods).expect("a slice");
+        let conditions: Vec<_> = slice
+            .endpoints
+            .iter()
+            .map(|e| {
+                let c = e.conditions.clone().unwrap_or_default();
+                (c.ready, c.serving, c.terminating)
+            })
+            .collect();
+        assert_eq!(
+            conditions,
+            vec![
+                (Some(true), Some(false), Some(false)),
+                (Some(true), Some(true), Some(true)),
+            ]
+        );
     }
 
     #[test]

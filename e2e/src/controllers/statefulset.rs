@@ -87,6 +87,12 @@ fn ordinal_of(set_name: &str, pod: &Pod) -> Option<i32> {
         .ok()
 }
 
+fn running_and_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .is_some_and(|s| s.phase.as_deref() == Some("Running") && super::condition_true(s, "Ready"))
+}
+
 fn revision_of(pod: &Pod) -> Option<&str> {
     pod.labels().get(REVISION_LABEL).map(String::as_str)
 }
@@ -169,10 +175,11 @@ async fn reconcile(client: &Client, set: &StatefulSet) -> Result<(), kube::Error
         }
     }
 
-    // Failed pods are replaced.
+    // Pods that ended (Failed or Succeeded) are replaced.
     for pod in pods.values() {
-        let failed = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed");
-        if failed && pod.metadata.deletion_timestamp.is_none() {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        let ended = matches!(phase, Some("Failed" | "Succeeded"));
+        if ended && pod.metadata.deletion_timestamp.is_none() {
             pods_api
                 .delete(&pod.name_any(), &DeleteParams::default())
                 .await?;
@@ -234,8 +241,9 @@ async fn reconcile(client: &Client, set: &StatefulSet) -> Result<(), kube::Error
         && wanted_all_ready
         && condemned.is_empty()
         && let Some(pod) = pods
-            .range(partition.max(0)..replicas)
+            .iter()
             .rev()
+            .filter(|(ordinal, _)| **ordinal >= partition && **ordinal < replicas)
             .map(|(_, p)| p)
             .find(|p| revision_of(p) != Some(update_revision.as_str()))
     {
@@ -253,7 +261,8 @@ async fn reconcile(client: &Client, set: &StatefulSet) -> Result<(), kube::Error
     let (mut ready, mut current, mut updated) = (0, 0, 0);
     for pod in pods.values() {
         next.replicas += 1;
-        if pod_ready(pod) {
+        // As the real controller counts: Running and Ready, terminating or not.
+        if running_and_ready(pod) {
             ready += 1;
         }
         if pod.metadata.deletion_timestamp.is_none() {

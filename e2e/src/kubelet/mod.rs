@@ -136,7 +136,8 @@ pub async fn run(client: Client, config: Config, mut stop: watch::Receiver<bool>
         tokio::select! {
             _ = notify.notified() => {}
             _ = tokio::time::sleep(RESYNC) => {}
-            _ = stop.changed() => {}
+            // A dropped sender means stop too.
+            changed = stop.changed() => if changed.is_err() { break },
         }
     }
     watch.abort();

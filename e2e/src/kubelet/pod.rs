@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Client, ResourceExt};
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -130,12 +130,19 @@ pub async fn run(
     });
     tracing::info!(pod = %format!("{ns}/{name}"), %ip, "starting pod");
 
+    // The status writer: on every change, and again every RESYNC (so a write that
+    // failed on a busy API server is made good, as the kubelet's status manager does).
+    let (stop_writer, mut writer_stopped) = watch::channel(false);
     let writer = {
         let (api, tracker, name, ip) = (api.clone(), tracker.clone(), name.clone(), ip.clone());
         tokio::spawn(async move {
             loop {
                 write_status(&api, &name, &ip, &tracker, None).await;
-                tracker.changed.notified().await;
+                tokio::select! {
+                    _ = tracker.changed.notified() => {}
+                    _ = tokio::time::sleep(crate::controllers::RESYNC) => {}
+                    _ = writer_stopped.changed() => return,
+                }
             }
         })
     };
@@ -171,10 +178,17 @@ pub async fn run(
             }
         }
     }
-    writer.abort();
+    // Stop the writer and wait for it, so no write of it lands after the last one.
+    let _ = stop_writer.send(true);
+    let _ = writer.await;
     let kind = kind.or(*stop.borrow());
-    let phase = final_phase(&tracker);
-    write_status(&api, &name, &ip, &tracker, Some(phase)).await;
+    // A pod stopped because the kubelet stops keeps its phase (the real kubelet's node
+    // just goes away); one that was deleted, or whose containers ended, gets its final
+    // phase.
+    if kind.is_none_or(|k| k.delete) {
+        let phase = final_phase(&tracker);
+        write_status(&api, &name, &ip, &tracker, Some(phase)).await;
+    }
     if kind.is_some_and(|k| k.delete) {
         let params = DeleteParams {
             grace_period_seconds: Some(0),
@@ -248,7 +262,7 @@ async fn write_status(
         .patch_status(name, &PatchParams::default(), &patch)
         .await
     {
-        tracing::debug!(pod = %name, error = %e, "pod status update failed");
+        tracing::debug!(pod = %name, error = %e, "pod status update failed (retried at the next resync)");
     }
 }
 
@@ -507,8 +521,21 @@ impl Runner {
                     }
                 },
                 _ = stop.changed() => {
+                    // Readiness is still probed while the process shuts down (the real
+                    // kubelet does so too: EndpointSlices' `serving` relies on it).
                     let grace = stop.borrow().map(|k| k.grace).unwrap_or_default();
-                    let status = terminate(&mut child, grace).await;
+                    let terminated = terminate(&mut child, grace);
+                    tokio::pin!(terminated);
+                    let status = loop {
+                        tokio::select! {
+                            status = &mut terminated => break status,
+                            Some(event) = events.recv() => {
+                                if let ProbeEvent::Ready(ready) = event {
+                                    self.tracker.update(self.index, |c| c.ready = ready);
+                                }
+                            }
+                        }
+                    };
                     break Ended::Stopped(status);
                 }
             }
@@ -537,12 +564,21 @@ async fn terminate(
     child: &mut tokio::process::Child,
     grace: Duration,
 ) -> Option<std::process::ExitStatus> {
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    // The whole process group the container was started in (its pid is the group's
+    // id), so a shell's children hear it too.
+    let group = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .map(Pid::from_raw);
+    if let Some(group) = group {
+        let _ = killpg(group, Signal::SIGTERM);
     }
     match tokio::time::timeout(grace, child.wait()).await {
         Ok(status) => status.ok(),
         Err(_) => {
+            if let Some(group) = group {
+                let _ = killpg(group, Signal::SIGKILL);
+            }
             let _ = child.start_kill();
             child.wait().await.ok()
         }

@@ -120,7 +120,22 @@ pub fn expand(input: &str, env: &BTreeMap<String, String>) -> String {
 /// host here, so "every interface" (`0.0.0.0`) in an address a container is told to
 /// listen on becomes the pod's own loopback address. Applied to args and env values.
 pub fn pod_network(value: &str, pod_ip: &str) -> String {
-    value.replace("0.0.0.0", pod_ip)
+    const ANY: &str = "0.0.0.0";
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.find(ANY) {
+        let before = rest[..at].chars().last();
+        let after = rest[at + ANY.len()..].chars().next();
+        // Only a whole host: `0.0.0.0`, `0.0.0.0:7000`, `--addr=0.0.0.0:7000`,
+        // `http://0.0.0.0:80` — not `10.0.0.0/8` or `100.0.0.0`.
+        let host_start = before.is_none_or(|c| matches!(c, '=' | '/' | ' ' | ','));
+        let host_end = after.is_none_or(|c| matches!(c, ':' | '/' | ' ' | ','));
+        out.push_str(&rest[..at]);
+        out.push_str(if host_start && host_end { pod_ip } else { ANY });
+        rest = &rest[at + ANY.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The container's environment: `env` (values, downward-API `fieldRef` and
@@ -349,6 +364,22 @@ mod tests {
         .unwrap();
         let err = program(&container, Path::new("/nonexistent"), &BTreeMap::new()).unwrap_err();
         assert!(err.contains("example.com/unknown:1"), "{err}");
+    }
+
+    #[test]
+    fn only_a_whole_any_address_becomes_the_pod_address() {
+        let ip = "127.0.0.10";
+        assert_eq!(
+            pod_network("--grpc-addr=0.0.0.0:7000", ip),
+            "--grpc-addr=127.0.0.10:7000"
+        );
+        assert_eq!(pod_network("0.0.0.0", ip), ip);
+        assert_eq!(
+            pod_network("http://0.0.0.0:80/x", ip),
+            "http://127.0.0.10:80/x"
+        );
+        assert_eq!(pod_network("10.0.0.0/8", ip), "10.0.0.0/8");
+        assert_eq!(pod_network("100.0.0.0", ip), "100.0.0.0");
     }
 
     #[test]

@@ -37,14 +37,21 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    let mut shutdown = std::pin::pin!(shutdown);
     step(
         started,
         "starting the control plane, controllers, kubelet, DNS and operator",
     );
-    let local = Local::start(&args.up).await?;
-    let result = drive(&local, started).await;
+    let local = tokio::select! {
+        local = Local::start(&args.up) => local?,
+        _ = &mut shutdown => return Ok(()),
+    };
+    let (result, interrupted) = tokio::select! {
+        result = drive(&local, started) => (result, false),
+        _ = &mut shutdown => (Ok(()), true),
+    };
     match &result {
-        Ok(()) => {
+        Ok(()) if !interrupted => {
             print_access(&local);
             let kc = local.kubeconfig.display();
             println!("  kubectl --kubeconfig {kc} scale cachecluster demo --replicas=5");
@@ -53,9 +60,10 @@ pub async fn run(
                 local.dns
             );
         }
+        Ok(()) => {}
         Err(e) => eprintln!("demo failed: {e:#}"),
     }
-    if result.is_ok() && !args.exit {
+    if result.is_ok() && !interrupted && !args.exit {
         println!("kcache-local: running until Ctrl-C");
         shutdown.await;
     }
@@ -115,7 +123,7 @@ async fn drive(local: &Local, started: Instant) -> anyhow::Result<()> {
         if Instant::now() > deadline {
             anyhow::bail!(
                 "the CacheCluster was not Available after {READY_TIMEOUT:?} ({last}); pod logs are under {}",
-                local.state_dir.display()
+                local.state_dir.join("pods").display()
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

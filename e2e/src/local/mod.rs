@@ -34,7 +34,8 @@ pub struct UpArgs {
     /// Address of the cluster DNS server (UDP and TCP); port 0 picks a free one.
     #[arg(long, env = "KCACHE_LOCAL_DNS_ADDR", default_value = "127.0.0.1:0")]
     pub dns_addr: SocketAddr,
-    /// Pod folders and logs; default: `pods/` next to the kubeconfig.
+    /// Where pod folders (`pods/<namespace>_<pod>/`: logs, pid files) and the real
+    /// control plane's files (`controlplane/`) go; default: the kubeconfig's folder.
     #[arg(long, env = "KCACHE_LOCAL_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     /// Where the images' programs are (kcache-node, ...); default: the folder this
@@ -104,7 +105,7 @@ pub struct Local {
     pub dns: SocketAddr,
     /// The operator's HTTP address, when it runs.
     pub operator: Option<SocketAddr>,
-    /// Pod folders and logs.
+    /// Pod folders (`pods/<namespace>_<pod>/`) and the real control plane's files.
     pub state_dir: PathBuf,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -123,8 +124,9 @@ impl Local {
         let state_dir = args.state_dir.clone().unwrap_or_else(|| {
             args.kubeconfig
                 .parent()
-                .map(|p| p.join("pods"))
-                .unwrap_or_else(|| PathBuf::from("pods"))
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."))
         });
         std::fs::create_dir_all(&state_dir)?;
         if let Some(parent) = args
@@ -145,7 +147,7 @@ impl Local {
             )));
         }
         let (client, api_url, server, real) = if args.real {
-            let dir = state_dir.with_file_name("controlplane");
+            let dir = state_dir.join("controlplane");
             let cp = crate::controlplane::RealControlPlane::start(
                 crate::controlplane::Options::new(dir),
             )
@@ -162,7 +164,10 @@ impl Local {
             let addr = listener.local_addr()?;
             let api_url = format!("http://{addr}");
             kubeconfig::write(&args.kubeconfig, &api_url)?;
-            let server = ApiServer::new(Config::default())?;
+            let server = ApiServer::new(Config {
+                pod_logs: Some(state_dir.clone()),
+                ..Config::default()
+            })?;
             let server = tokio::spawn(async move {
                 let mut stopped = server_stop;
                 let shutdown = async move {
@@ -329,7 +334,10 @@ pub fn print_access(local: &Local) {
     if let Some(operator) = local.operator {
         println!("kcache-local: operator metrics http://{operator}/metrics");
     }
-    println!("kcache-local: pod logs under {}", local.state_dir.display());
+    println!(
+        "kcache-local: pod logs under {}",
+        local.state_dir.join("pods").display()
+    );
     println!("  kubectl --kubeconfig {kc} apply -f examples/cachecluster-minimal.yaml");
     println!("  kubectl --kubeconfig {kc} get cachecluster,statefulset,pods -o wide");
 }

@@ -2,6 +2,7 @@
 //! watch streams). Plain `http://` on loopback, no authentication.
 
 mod discovery;
+mod logs;
 mod openapi;
 mod path;
 mod query;

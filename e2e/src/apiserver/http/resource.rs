@@ -110,6 +110,15 @@ pub(super) async fn handle(state: &AppState, request: ResourceRequest) -> ApiRes
         Some("scale") if rt.scale.is_some() => {
             super::scale::handle(state, &rt, namespace, &name, &request)
         }
+        Some("log") if rt.group.is_empty() && rt.plural == "pods" => {
+            if request.method != Method::GET {
+                return Err(ApiError::method_not_allowed(format!(
+                    "{} is not supported on pods/log",
+                    verb(&request.method)
+                )));
+            }
+            super::logs::handle(state, namespace, &name, &request.query)
+        }
         Some("binding") if rt.group.is_empty() && rt.plural == "pods" => {
             if request.method != Method::POST {
                 return Err(ApiError::method_not_allowed(format!(
