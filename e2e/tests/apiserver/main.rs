@@ -10,6 +10,7 @@ mod kube_api;
 mod kube_runtime;
 mod kubectl;
 mod leases;
+mod pods;
 mod lifecycle;
 mod support;
 mod wire;
