@@ -197,12 +197,16 @@ impl CacheService {
     }
 
     /// Runs a write where it belongs: here when this node is the primary owner (or the
-    /// first reachable one), otherwise at the owners in order.
+    /// first reachable one), otherwise at the owners in order. A write that `reads` the
+    /// key's current state (a condition, an increment, a touch) first fetches a key this
+    /// node lacks from where a handoff may still be bringing it.
+    #[allow(clippy::too_many_arguments)] // the write's parts, each used once
     async fn write<Req: Clone + Send, Resp>(
         &self,
         op: &str,
         key: &Bytes,
         forwarded: bool,
+        reads: bool,
         message: Req,
         call: Call<Req, Resp>,
         local: impl FnOnce(&Self, &Req) -> Result<Applied<Resp>, Status>,
@@ -217,6 +221,9 @@ impl CacheService {
             if !p.local || !matches!(&result, Err(s) if s.code() == tonic::Code::Unavailable) {
                 return result;
             }
+        }
+        if reads {
+            self.fetch_missing(key).await;
         }
         let applied = local(self, &message)?;
         if applied.replicate {
@@ -279,6 +286,29 @@ impl CacheService {
         newest.unwrap_or(local)
     }
 
+    /// Takes in the newest copy of a key this node lacks from the key's previous and
+    /// other owners while a handoff may be on its way ([`Cluster::read_through`]), so
+    /// a write that depends on the key's state sees it: an increment goes on from the
+    /// value the key had, an IfAbsent set does not succeed twice.
+    async fn fetch_missing(&self, key: &Bytes) {
+        if self.store.peek(key).is_some() {
+            return;
+        }
+        let found = self.read_through(key, GetResponse::default()).await;
+        if !found.found {
+            return;
+        }
+        let entry = crate::store::Versioned {
+            key: key.clone(),
+            value: found.value,
+            version: found.version,
+            ttl_ms: found.ttl_ms,
+        };
+        if let Err(err) = self.store.apply(&entry) {
+            tracing::debug!(%err, "could not take in a fetched entry");
+        }
+    }
+
     async fn set(&self, req: SetRequest, forwarded: bool) -> Result<SetResponse, Status> {
         let condition = condition(&req)?;
         self.store
@@ -289,6 +319,7 @@ impl CacheService {
             "set",
             &key,
             forwarded,
+            condition != Condition::Always,
             req,
             |mut c, r| Box::pin(async move { c.set(r).await }),
             move |this, req| {
@@ -314,6 +345,7 @@ impl CacheService {
             "delete",
             &key,
             forwarded,
+            req.if_version.is_some(),
             req,
             |mut c, r| Box::pin(async move { c.delete(r).await }),
             |this, req| {
@@ -338,6 +370,7 @@ impl CacheService {
             "touch",
             &key,
             forwarded,
+            true,
             req,
             |mut c, r| Box::pin(async move { c.touch(r).await }),
             |this, req| {
@@ -364,6 +397,7 @@ impl CacheService {
             "increment",
             &key,
             forwarded,
+            true,
             req,
             |mut c, r| Box::pin(async move { c.increment(r).await }),
             |this, req| {

@@ -233,3 +233,54 @@ async fn a_restarted_node_turns_ready_only_once_it_holds_every_key_it_will_own()
     cluster.publish(&[]);
     futures::future::join_all(nodes.into_iter().map(Node::stop)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_and_an_if_absent_on_a_node_that_just_joined_see_the_key_it_has_not_received() {
+    use kcache_client::proto::{IncrementRequest, SetCondition};
+    let cluster = Cluster::new(1);
+    let mut nodes = vec![cluster.start(0, 0).await, cluster.start(1, 0).await];
+    for node in &nodes {
+        node.ready().await;
+    }
+    cluster.publish(&nodes);
+    agreed(&nodes).await;
+    // The joining node syncs and turns ready; then, before it is a member, a counter
+    // and a key it will own are written on their current owners.
+    let joining = cluster.start(2, 0).await;
+    joining.ready().await;
+    let after = View::new(nodes.iter().chain([&joining]).map(Node::member).collect());
+    let moving = |name: &str| {
+        (0..)
+            .map(|i| format!("{name}-{i}"))
+            .find(|k| after.owners(k.as_bytes(), 1)[0].id == joining.id)
+            .unwrap()
+    };
+    let (counter, claimed) = (moving("counter"), moving("claimed"));
+    let mut old = CacheClient::new(nodes[0].channel());
+    let increment = |key: &str| IncrementRequest {
+        key: key.as_bytes().to_vec().into(),
+        delta: 1,
+        ..IncrementRequest::default()
+    };
+    for _ in 0..5 {
+        old.increment(increment(&counter)).await.unwrap();
+    }
+    let claim = |value: &str| SetRequest {
+        key: claimed.as_bytes().to_vec().into(),
+        value: value.as_bytes().to_vec().into(),
+        condition: SetCondition::IfAbsent as i32,
+        ..SetRequest::default()
+    };
+    assert!(old.set(claim("first")).await.unwrap().into_inner().stored);
+    // It becomes a member and owns both keys before any handoff reaches it.
+    nodes.push(joining);
+    cluster.publish(&nodes);
+    agreed(&nodes).await;
+    let mut new = CacheClient::new(nodes[2].channel());
+    let counted = new.increment(increment(&counter)).await.unwrap();
+    assert_eq!(counted.into_inner().value, 6, "the counter went on from 5");
+    let second = new.set(claim("second")).await.unwrap().into_inner();
+    assert!(!second.stored, "IfAbsent succeeded twice");
+    cluster.publish(&[]);
+    futures::future::join_all(nodes.into_iter().map(Node::stop)).await;
+}
