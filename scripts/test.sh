@@ -68,7 +68,7 @@ cargo test --workspace --locked
 echo "== e2e suite on the real control plane"
 KCACHE_E2E_CONTROL_PLANE=real KCACHE_LOCAL_POD_NETWORK=10.244.0.0 \
   scripts/netns.sh cargo test --offline --locked -p kcache-e2e \
-  --test flow --test scale --test kill --test invalid --test statefulset
+  --test flow --test scale --test kill --test invalid --test statefulset --test rollout
 
 # Further checks, one script each (manifest validation, chart lint, ...).
 for check in scripts/checks/*.sh; do
