@@ -52,6 +52,10 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(1);
 /// timed out (and retried: an increment counted twice). A replica slower than this
 /// counts as unreachable for the write; its copy still goes, in order, behind it.
 const REPLICATION_WAIT: Duration = Duration::from_millis(500);
+/// Deadline of a read-through probe: a quarter of [`PEER_TIMEOUT`], so a write that
+/// first fetches a key it lacks and then waits for its copies still answers within
+/// the forwarding deadline, and a frozen previous owner costs a miss little.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// A write as applied here: the reply, and whether the key's other owners must follow.
 /// A write that changed nothing here (a failed condition, a Touch of a missing key)
@@ -267,7 +271,7 @@ impl CacheService {
         let probes = elsewhere.iter().map(|member| {
             let mut client = self.cluster.peers.cache(&member.address);
             let mut request = Request::new(GetRequest { key: key.clone() });
-            request.set_timeout(PEER_TIMEOUT);
+            request.set_timeout(PROBE_TIMEOUT);
             request.metadata_mut().insert(
                 HOP_HEADER,
                 tonic::metadata::MetadataValue::from_static(PROBE),
