@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt as _;
+use futures::future::{FutureExt as _, Shared};
 use kcache_client::Connection;
 use kcache_client::placement::Member;
 use kcache_client::proto::{
@@ -20,7 +21,7 @@ use kcache_client::proto::{
     SetCondition, SetRequest, SetResponse, TouchRequest, TouchResponse, cache_client::CacheClient,
     command, reply,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -623,6 +624,40 @@ fn first_owner(placement: &Placement) -> Result<Member, Status> {
     })
 }
 
+/// The key a pipelined command is about.
+fn command_key(command: &Command) -> Option<Bytes> {
+    match command.op.as_ref()? {
+        command::Op::Get(r) => Some(r.key.clone()),
+        command::Op::Set(r) => Some(r.key.clone()),
+        command::Op::Delete(r) => Some(r.key.clone()),
+        command::Op::Touch(r) => Some(r.key.clone()),
+        command::Op::Increment(r) => Some(r.key.clone()),
+    }
+}
+
+/// Which command of a pipeline each key waits for: the last one on it so far. A
+/// command's turn comes when the one before it on its key has finished (its sender
+/// dropped).
+#[derive(Default)]
+struct KeyOrder {
+    last: HashMap<Bytes, Shared<oneshot::Receiver<()>>>,
+}
+
+type Turn = (Option<Shared<oneshot::Receiver<()>>>, oneshot::Sender<()>);
+
+impl KeyOrder {
+    /// Registers the next command on `key`: what it waits for, and what it drops when
+    /// done.
+    fn turn(&mut self, key: Bytes) -> Turn {
+        if self.last.len() > 4 * PIPELINE_DEPTH {
+            self.last.retain(|_, done| done.peek().is_none());
+        }
+        let (done, finished) = oneshot::channel();
+        let before = self.last.insert(key, finished.shared());
+        (before, done)
+    }
+}
+
 fn is_forwarded<T>(req: &Request<T>) -> bool {
     req.metadata().contains_key(HOP_HEADER)
 }
@@ -780,12 +815,31 @@ impl proto::cache_server::Cache for CacheService {
             // replies in command order. They borrow the service rather than clone it:
             // a clone per command (metrics handles, node id strings) cost more than
             // serving a local GET.
+            // Commands on one key run one after another, in command order, so a GET
+            // sees the SET before it even when both are forwarded.
             let service = &service;
+            let mut order = KeyOrder::default();
             let mut replies = commands
-                .map(|next| async move {
-                    match next {
-                        Ok(command) => Ok(service.execute(command).await),
-                        Err(status) => Err(status),
+                .map(|next| {
+                    let turn = next
+                        .as_ref()
+                        .ok()
+                        .and_then(command_key)
+                        .map(|k| order.turn(k));
+                    async move {
+                        let command = next?;
+                        let done = match turn {
+                            Some((before, done)) => {
+                                if let Some(before) = before {
+                                    let _ = before.await;
+                                }
+                                Some(done)
+                            }
+                            None => None,
+                        };
+                        let reply = service.execute(command).await;
+                        drop(done);
+                        Ok(reply)
                     }
                 })
                 .buffered(PIPELINE_DEPTH);
