@@ -10,7 +10,7 @@ mod kube_api;
 mod kube_runtime;
 mod kubectl;
 mod leases;
-mod pods;
 mod lifecycle;
+mod pods;
 mod support;
 mod wire;
