@@ -27,6 +27,10 @@ const SETTLE: Duration = Duration::from_millis(250);
 const ATTEMPTS: u32 = 5;
 /// First pause between attempts, doubled each time.
 const BACKOFF: Duration = Duration::from_millis(200);
+/// How long a peer may take to accept a message of a handoff, or to answer its end:
+/// peers take a batch in milliseconds, so a peer silent this long is frozen (stopped,
+/// cut off), and the pass gives up on it instead of holding every later change up.
+const STALL: Duration = Duration::from_secs(5);
 
 /// Outcome of one handoff pass.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -76,8 +80,14 @@ pub async fn hand_off(store: &Arc<Store>, cluster: &Cluster, old: &View, new: &V
                 entries: entries.into_iter().map(to_proto).collect(),
                 from: me.to_owned(),
             };
-            // A closed stream shows up as a failure when it is finished below.
-            let _ = stream.tx.send(message).await;
+            // A closed stream shows up as a failure when it is finished below; a
+            // message the peer did not take in time fails the stream.
+            if tokio::time::timeout(STALL, stream.tx.send(message))
+                .await
+                .is_err()
+            {
+                stream.stalled = true;
+            }
         }
     }
     for (address, stream) in streams {
@@ -130,6 +140,8 @@ async fn move_unowned(store: &Store, cluster: &Cluster, view: &View, outcome: &m
                 entries: entries.iter().cloned().map(to_proto).collect(),
                 from: me.to_owned(),
             };
+            let mut request = tonic::Request::new(request);
+            request.set_timeout(STALL);
             if let Err(status) = cluster.peers.peer(address).replicate(request).await {
                 tracing::warn!(peer = %address, %status, "handoff failed");
                 failed.push(address);
@@ -156,6 +168,8 @@ async fn move_unowned(store: &Store, cluster: &Cluster, view: &View, outcome: &m
 struct PeerStream {
     tx: mpsc::Sender<ReplicateRequest>,
     call: JoinHandle<Result<ReplicateResponse, tonic::Status>>,
+    /// A message was dropped because the peer did not take it within [`STALL`].
+    stalled: bool,
 }
 
 impl PeerStream {
@@ -167,15 +181,28 @@ impl PeerStream {
                 .await
                 .map(tonic::Response::into_inner)
         });
-        Self { tx, call }
+        Self {
+            tx,
+            call,
+            stalled: false,
+        }
     }
 
     async fn finish(self) -> Result<ReplicateResponse, String> {
         drop(self.tx);
-        match self.call.await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(status)) => Err(status.to_string()),
-            Err(join) => Err(join.to_string()),
+        let call = self.call.abort_handle();
+        if self.stalled {
+            call.abort();
+            return Err(format!("the peer took no message in {STALL:?}"));
+        }
+        match tokio::time::timeout(STALL, self.call).await {
+            Ok(Ok(Ok(reply))) => Ok(reply),
+            Ok(Ok(Err(status))) => Err(status.to_string()),
+            Ok(Err(join)) => Err(join.to_string()),
+            Err(_) => {
+                call.abort();
+                Err(format!("no answer in {STALL:?}"))
+            }
         }
     }
 }
@@ -204,6 +231,10 @@ async fn pass(
         );
         if outcome.failed_targets == 0 {
             return true;
+        }
+        if cluster.view().epoch() != new.epoch() {
+            // Membership moved on: the next pass is over the newer placement.
+            return false;
         }
         tokio::time::sleep(backoff).await;
         backoff *= 2;
@@ -272,18 +303,29 @@ pub async fn sync_from_peers(store: &Store, cluster: &Cluster) -> u64 {
             };
             async move {
                 let mut applied = 0;
-                let mut stream = match peer.sync(request).await {
-                    Ok(reply) => reply.into_inner(),
-                    Err(status) => {
+                // Each message within STALL, not the whole stream: a big store takes
+                // long to sync, a frozen peer does not get to hold this one up.
+                let mut stream = match tokio::time::timeout(STALL, peer.sync(request)).await {
+                    Ok(Ok(reply)) => reply.into_inner(),
+                    Ok(Err(status)) => {
                         tracing::debug!(%status, "sync: peer unavailable");
                         return 0;
                     }
+                    Err(_) => {
+                        tracing::warn!(?STALL, "sync: the peer does not answer");
+                        return 0;
+                    }
                 };
-                while let Some(batch) = stream.next().await {
-                    let batch = match batch {
-                        Ok(batch) => batch,
-                        Err(status) => {
+                loop {
+                    let batch = match tokio::time::timeout(STALL, stream.next()).await {
+                        Ok(None) => break,
+                        Ok(Some(Ok(batch))) => batch,
+                        Ok(Some(Err(status))) => {
                             tracing::warn!(%status, "sync from a peer ended early");
+                            break;
+                        }
+                        Err(_) => {
+                            tracing::warn!(?STALL, "sync: the peer stopped sending");
                             break;
                         }
                     };
