@@ -101,6 +101,7 @@ impl IpPool {
 }
 
 struct Worker {
+    /// `namespace/name`.
     name: String,
     stop: watch::Sender<Option<StopKind>>,
     task: tokio::task::JoinHandle<()>,
@@ -113,7 +114,9 @@ pub async fn run(client: Client, config: Config, mut stop: watch::Receiver<bool>
         config.node_name.clone(),
         stop.clone(),
     ));
+    let notify = Arc::new(Notify::new());
     let shared = Arc::new(pod::Shared {
+        wake: notify.clone(),
         client: client.clone(),
         bin_dir: config.bin_dir.clone(),
         state_dir: config.state_dir.clone(),
@@ -123,7 +126,6 @@ pub async fn run(client: Client, config: Config, mut stop: watch::Receiver<bool>
         config.pod_network,
         config.pod_ips.clone(),
     )));
-    let notify = Arc::new(Notify::new());
     let watch = wake_on_changes(Api::<Pod>::all(client.clone()), notify.clone());
     let mut workers: HashMap<String, Worker> = HashMap::new();
     loop {
@@ -201,7 +203,18 @@ async fn sync(
                         )
                         .await;
                 } else if !matches!(phase.as_deref(), Some("Succeeded" | "Failed")) {
-                    start(shared, pool, workers, pod);
+                    // One incarnation of a pod name at a time, as the kubelet's pod
+                    // workers do: a StatefulSet's successor waits until its predecessor's
+                    // processes are gone (its worker's end wakes this loop again).
+                    let full = format!("{ns}/{}", pod.name_any());
+                    if workers
+                        .values()
+                        .any(|w| w.name == full && !w.task.is_finished())
+                    {
+                        tracing::info!(pod = %full, "waiting for the previous pod of this name to stop");
+                    } else {
+                        start(shared, pool, workers, pod);
+                    }
                 }
             }
             _ => {}
@@ -254,11 +267,14 @@ fn start(
         return;
     };
     let (stop, stopped) = watch::channel(None);
-    let name = pod.name_any();
+    let name = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
     let (shared, pool) = (shared.clone(), pool.clone());
+    let done = shared.wake.clone();
     let task = tokio::spawn(async move {
         pod::run(shared, pod, ip.to_string(), stopped).await;
         pool.lock().release(ip);
+        // A successor of the same name may be waiting for this one to end.
+        done.notify_one();
     });
     workers.insert(uid, Worker { name, stop, task });
 }

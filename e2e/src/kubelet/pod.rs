@@ -42,6 +42,8 @@ pub struct StopKind {
 /// What every pod worker shares.
 #[allow(missing_debug_implementations)] // kube::Client has no Debug
 pub struct Shared {
+    /// Wakes the kubelet's sync loop (a pod worker ending lets a successor start).
+    pub wake: Arc<Notify>,
     /// The API, as the kubelet.
     pub client: Client,
     /// Where image programs are (see [`runtime::IMAGE_TABLE`]).
@@ -100,6 +102,7 @@ pub async fn run(
     mut stop: watch::Receiver<Option<StopKind>>,
 ) {
     let name = pod.name_any();
+    let uid = pod.uid().unwrap_or_default();
     let ns = pod.namespace().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
     let dir = pod_dir(&shared.state_dir, &pod);
@@ -134,10 +137,16 @@ pub async fn run(
     // failed on a busy API server is made good, as the kubelet's status manager does).
     let (stop_writer, mut writer_stopped) = watch::channel(false);
     let writer = {
-        let (api, tracker, name, ip) = (api.clone(), tracker.clone(), name.clone(), ip.clone());
+        let (api, tracker, name, ip, uid) = (
+            api.clone(),
+            tracker.clone(),
+            name.clone(),
+            ip.clone(),
+            uid.clone(),
+        );
         tokio::spawn(async move {
             loop {
-                write_status(&api, &name, &ip, &tracker, None).await;
+                write_status(&api, &name, &uid, &ip, &tracker, None).await;
                 tokio::select! {
                     _ = tracker.changed.notified() => {}
                     _ = tokio::time::sleep(crate::controllers::RESYNC) => {}
@@ -187,7 +196,7 @@ pub async fn run(
     // phase.
     if kind.is_none_or(|k| k.delete) {
         let phase = final_phase(&tracker);
-        write_status(&api, &name, &ip, &tracker, Some(phase)).await;
+        write_status(&api, &name, &uid, &ip, &tracker, Some(phase)).await;
     }
     if kind.is_some_and(|k| k.delete) {
         let params = DeleteParams {
@@ -220,6 +229,7 @@ fn final_phase(tracker: &Tracker) -> &'static str {
 async fn write_status(
     api: &Api<Pod>,
     name: &str,
+    uid: &str,
     ip: &str,
     tracker: &Tracker,
     final_phase: Option<&str>,
@@ -257,7 +267,9 @@ async fn write_status(
             })).collect::<Vec<_>>(),
         })
     };
-    let patch = Patch::Merge(json!({"status": status}));
+    // The uid makes the write conditional on this incarnation of the pod: a successor
+    // with the same name (a StatefulSet's) must never get this one's status.
+    let patch = Patch::Merge(json!({"metadata": {"uid": uid}, "status": status}));
     if let Err(e) = api
         .patch_status(name, &PatchParams::default(), &patch)
         .await

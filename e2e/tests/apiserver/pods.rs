@@ -72,6 +72,31 @@ async fn a_bound_pod_is_deleted_gracefully_and_its_log_is_served() {
         .await;
     assert_eq!(wrong.status, 400);
 
+    // A status write meant for another incarnation of the pod (same name, other uid)
+    // is refused, as the real server refuses a uid change.
+    let stale = pods
+        .patch_status(
+            "p",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"uid": "not-this-one"}, "status": {"phase": "Succeeded"}}),
+            ),
+        )
+        .await;
+    assert!(
+        matches!(&stale, Err(kube::Error::Api(e)) if e.code == 422),
+        "{stale:?}"
+    );
+    assert_ne!(
+        pods.get("p")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.phase)
+            .as_deref(),
+        Some("Succeeded")
+    );
+
     // Bound: DELETE marks it and keeps it; grace 0 removes it.
     pods.delete("p", &DeleteParams::default()).await.unwrap();
     let marked = pods.get("p").await.unwrap();

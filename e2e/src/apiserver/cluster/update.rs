@@ -249,6 +249,19 @@ fn finish_update(
             "the object has been modified; please apply your changes to the latest version and try again",
         ));
     }
+    // A uid names one incarnation of the object: an update that carries another one
+    // (written for an object since deleted and re-created) is refused, as the real
+    // server's immutable-uid check does.
+    if let Some(uid) = meta::meta_str(&new, "uid").filter(|u| !u.is_empty())
+        && Some(uid) != meta::uid(old)
+    {
+        let cause = Cause::new(
+            "metadata.uid",
+            "FieldValueInvalid",
+            format!("Invalid value: {uid:?}: field is immutable"),
+        );
+        return Err(ApiError::invalid(&rt.kind, &rt.group, &name, vec![cause]));
+    }
     match sub {
         Subresource::Status => {
             let status = new.get("status").cloned();
