@@ -91,12 +91,7 @@ async fn run_client(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_readmes_go_and_python_clients_balance_over_the_pods_through_cluster_dns() {
     let env = Env::start("clients").await;
-    let name = env.apply_example(
-        "cachecluster-minimal.yaml",
-        serde_json::json!({"replicas": 3}),
-    );
-    env.wait_ready(&name, 3).await;
-    env.wait_members(&name, 3).await;
+    let name = env.settled_example(3, serde_json::json!({})).await;
     env.cache(&name, false)
         .await
         .set("hello", "from kcache", Default::default())

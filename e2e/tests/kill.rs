@@ -21,12 +21,9 @@ const FAILOVER_BUDGET: Duration = Duration::from_secs(15);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_node_restarts_and_rejoins_without_losing_acknowledged_keys() {
     let env = Env::start("kill").await;
-    let name = env.apply_example(
-        "cachecluster-minimal.yaml",
-        serde_json::json!({"replicas": 3, "replicationFactor": 2}),
-    );
-    env.wait_ready(&name, 3).await;
-    env.wait_members(&name, 3).await;
+    let name = env
+        .settled_example(3, serde_json::json!({"replicationFactor": 2}))
+        .await;
     let sampler = StatusSampler::start(&env, &name);
     let traffic = Traffic::start(env.cache(&name, false).await, "kill");
     tokio::time::sleep(Duration::from_secs(2)).await; // some keys on every node first

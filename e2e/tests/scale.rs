@@ -16,12 +16,9 @@ const TRAFFIC_BETWEEN: Duration = Duration::from_secs(3);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scaling_3_5_2_under_writes_loses_no_acknowledged_key() {
     let env = Env::start("scale").await;
-    let name = env.apply_example(
-        "cachecluster-minimal.yaml",
-        serde_json::json!({"replicas": 3, "replicationFactor": 1}),
-    );
-    env.wait_ready(&name, 3).await;
-    env.wait_members(&name, 3).await;
+    let name = env
+        .settled_example(3, serde_json::json!({"replicationFactor": 1}))
+        .await;
     let sampler = StatusSampler::start(&env, &name);
     let traffic = Traffic::start(env.cache(&name, false).await, "scale");
 

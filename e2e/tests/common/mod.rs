@@ -160,6 +160,17 @@ impl Env {
         self.example_name(file)
     }
 
+    /// `kubectl apply` of the minimal example with `spec` fields replaced, then waits
+    /// until it is Ready with `replicas` pods and every node agrees on the members.
+    pub async fn settled_example(&self, replicas: i32, spec: serde_json::Value) -> String {
+        let mut spec = spec;
+        spec["replicas"] = replicas.into();
+        let name = self.apply_example("cachecluster-minimal.yaml", spec);
+        self.wait_ready(&name, replicas).await;
+        self.wait_members(&name, replicas as usize).await;
+        name
+    }
+
     /// The example's name.
     pub fn example_name(&self, file: &str) -> String {
         let path = format!("{}/../examples/{file}", env!("CARGO_MANIFEST_DIR"));
