@@ -1,0 +1,165 @@
+//! MultiGet and MultiSet: a batch split by owner, each part served where it lives.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use kcache_client::placement::Member;
+use kcache_client::proto::{
+    GetRequest, GetResponse, MultiGetRequest, MultiSetRequest, SetRequest, SetResponse,
+};
+use tonic::Status;
+
+use super::CacheService;
+use super::convert::{check_batch, condition, get_response, prefixed, to_status, ttl};
+use crate::cluster::Placement;
+impl CacheService {
+    pub(crate) async fn multi_get(
+        &self,
+        keys: Vec<Bytes>,
+        forwarded: bool,
+    ) -> Result<Vec<GetResponse>, Status> {
+        check_batch(keys.len())?;
+        for (i, key) in keys.iter().enumerate() {
+            self.store
+                .check_key(key)
+                .map_err(|e| prefixed(&format!("keys[{i}]"), to_status(e)))?;
+        }
+        let mut replies = vec![GetResponse::default(); keys.len()];
+        let mut remote: HashMap<String, (Member, Vec<usize>)> = HashMap::new();
+        let mut misses = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            match self.place(key, forwarded) {
+                Some(p) if !p.local => {
+                    let primary = first_owner(&p)?;
+                    remote
+                        .entry(primary.id.clone())
+                        .or_insert((primary, vec![]))
+                        .1
+                        .push(i);
+                }
+                _ => {
+                    replies[i] = get_response(self.store.get(key).map_err(to_status)?);
+                    if !replies[i].found {
+                        misses.push(i);
+                    }
+                }
+            }
+        }
+        let keys = &keys;
+        let lookups = misses.into_iter().map(|i| {
+            let miss = replies[i].clone();
+            async move { (i, self.read_through(&keys[i], miss).await) }
+        });
+        for (i, reply) in futures::future::join_all(lookups).await {
+            replies[i] = reply;
+        }
+        let groups = remote.into_values().map(|(member, indexes)| {
+            let subset = MultiGetRequest {
+                keys: indexes.iter().map(|&i| keys[i].clone()).collect(),
+            };
+            async move {
+                let result = self
+                    .forward("multi_get", true, [&member], subset, |mut c, r| {
+                        Box::pin(async move { c.multi_get(r).await })
+                    })
+                    .await;
+                (indexes, result)
+            }
+        });
+        for (indexes, result) in futures::future::join_all(groups).await {
+            match result {
+                Ok(reply) if reply.values.len() == indexes.len() => {
+                    for (i, value) in indexes.into_iter().zip(reply.values) {
+                        replies[i] = value;
+                    }
+                }
+                // The primary is down or answered oddly: each key goes its own way,
+                // which falls back to the next owner.
+                _ => {
+                    for i in indexes {
+                        replies[i] = Box::pin(self.get(
+                            GetRequest {
+                                key: keys[i].clone(),
+                            },
+                            false,
+                        ))
+                        .await?;
+                    }
+                }
+            }
+        }
+        Ok(replies)
+    }
+
+    pub(crate) async fn multi_set(
+        &self,
+        items: Vec<SetRequest>,
+        forwarded: bool,
+    ) -> Result<Vec<SetResponse>, Status> {
+        check_batch(items.len())?;
+        // Refuse the whole batch before writing any of it.
+        for (i, item) in items.iter().enumerate() {
+            let label = format!("items[{i}]");
+            condition(item).map_err(|s| prefixed(&label, s))?;
+            self.store
+                .check_set(&item.key, &item.value, ttl(item.ttl_ms))
+                .map_err(|e| prefixed(&label, to_status(e)))?;
+        }
+        let mut replies = vec![SetResponse::default(); items.len()];
+        let mut remote: HashMap<String, (Member, Vec<usize>)> = HashMap::new();
+        let mut local = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match self.place(&item.key, forwarded) {
+                Some(p) if !p.primary => {
+                    let primary = first_owner(&p)?;
+                    remote
+                        .entry(primary.id.clone())
+                        .or_insert((primary, vec![]))
+                        .1
+                        .push(i);
+                }
+                _ => local.push(i),
+            }
+        }
+        for i in local {
+            replies[i] = self.set(items[i].clone(), forwarded).await?;
+        }
+        let groups = remote.into_values().map(|(member, indexes)| {
+            let subset = MultiSetRequest {
+                items: indexes.iter().map(|&i| items[i].clone()).collect(),
+            };
+            async move {
+                let result = self
+                    .forward("multi_set", false, [&member], subset, |mut c, r| {
+                        Box::pin(async move { c.multi_set(r).await })
+                    })
+                    .await;
+                (indexes, result)
+            }
+        });
+        for (indexes, result) in futures::future::join_all(groups).await {
+            match result {
+                Ok(reply) if reply.results.len() == indexes.len() => {
+                    for (i, value) in indexes.into_iter().zip(reply.results) {
+                        replies[i] = value;
+                    }
+                }
+                Err(status) if status.code() != tonic::Code::Unavailable => return Err(status),
+                _ => {
+                    for i in indexes {
+                        replies[i] = Box::pin(self.set(items[i].clone(), false)).await?;
+                    }
+                }
+            }
+        }
+        Ok(replies)
+    }
+}
+
+/// The key's primary owner. A node that drains while every other member leaves (a
+/// scale to zero) places keys on nobody.
+fn first_owner(placement: &Placement) -> Result<Member, Status> {
+    placement.owners.first().cloned().ok_or_else(|| {
+        Status::unavailable("this node is leaving and no member is left to own the key")
+    })
+}

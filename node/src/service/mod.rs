@@ -1,0 +1,455 @@
+//! The `kcache.v1.Cache` gRPC service. Each request is served where its key lives:
+//! locally when this node owns the key, otherwise forwarded once to the owners (with
+//! hop metadata, so a forwarded request is never forwarded again). Writes are
+//! coordinated by the key's primary owner, which replicates them to the others.
+//! This is the only place that knows about `tonic::Status`.
+//!
+//! - this file: placement, forwarding, write coordination and the single-key operations;
+//! - [`batch`]: MultiGet and MultiSet, split by owner;
+//! - [`pipeline`]: the Pipeline stream, in command order per key;
+//! - [`grpc`]: the tonic trait, metadata in and responses out;
+//! - [`convert`]: the proto's conventions (TTLs, conditions, errors) to the store's.
+
+mod batch;
+mod convert;
+mod grpc;
+mod pipeline;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kcache_client::Connection;
+use kcache_client::placement::Member;
+use kcache_client::proto::{
+    self, DeleteRequest, DeleteResponse, GetRequest, GetResponse, IncrementRequest,
+    IncrementResponse, SetRequest, SetResponse, TouchRequest, TouchResponse,
+    cache_client::CacheClient,
+};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use crate::cluster::replicate::Route;
+use crate::cluster::{Cluster, Placement, WriteAck};
+use crate::metrics::Metrics;
+use crate::store::{Condition, Store};
+
+pub use convert::to_status;
+use convert::{condition, get_response, ttl};
+
+/// Most keys one MultiGet or MultiSet may carry: large enough for any sensible batch,
+/// small enough that one request cannot hold a node for long or build a reply of
+/// gigabytes.
+pub const MAX_BATCH: usize = 10_000;
+/// Metadata that marks a request a peer forwarded; such a request is served here.
+pub const HOP_HEADER: &str = "kcache-hop";
+/// The [`HOP_HEADER`] value of a read-through probe: a GET answered from this node's
+/// store alone, so probes never fan out further.
+pub const PROBE: &str = "probe";
+/// Deadline of a forwarded request or a replication call: peers answer in
+/// microseconds, so a second means the peer is in trouble.
+const PEER_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a coordinated write waits for its copies (`--write-ack all`) before it
+/// answers: half of [`PEER_TIMEOUT`], the deadline a forwarding peer gives the
+/// coordinator, so a write the coordinator applied is never reported to the client as
+/// timed out (and retried: an increment counted twice). A replica slower than this
+/// counts as unreachable for the write; its copy still goes, in order, behind it.
+const REPLICATION_WAIT: Duration = Duration::from_millis(500);
+/// Deadline of a read-through probe: a quarter of [`PEER_TIMEOUT`], so a write that
+/// first fetches a key it lacks and then waits for its copies still answers within
+/// the forwarding deadline, and a frozen previous owner costs a miss little.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// A write as applied here: the reply, and whether the key's other owners must follow.
+/// A write that changed nothing here (a failed condition, a Touch of a missing key)
+/// must leave their copies alone: this node may lack a key they hold (evicted here, or
+/// a handoff on its way).
+struct Applied<Resp> {
+    reply: Resp,
+    replicate: bool,
+}
+
+/// What the service needs to know about the node it runs on.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub node_id: String,
+    /// host:port clients reach this node at.
+    pub address: String,
+    pub started: Instant,
+}
+
+/// The Cache service over one store.
+#[derive(Debug, Clone)]
+pub struct CacheService {
+    store: Arc<Store>,
+    metrics: Metrics,
+    node: NodeInfo,
+    cluster: Arc<Cluster>,
+    /// Turns true when the node stops; open pipelines end then.
+    stop: watch::Receiver<bool>,
+}
+
+type Call<Req, Resp> = fn(
+    CacheClient<Connection>,
+    Request<Req>,
+) -> Pin<Box<dyn Future<Output = Result<Response<Resp>, Status>> + Send>>;
+
+impl CacheService {
+    pub fn new(
+        store: Arc<Store>,
+        metrics: Metrics,
+        node: NodeInfo,
+        cluster: Arc<Cluster>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            store,
+            metrics,
+            node,
+            cluster,
+            stop,
+        }
+    }
+
+    /// Runs one operation and records its outcome.
+    pub(crate) async fn observed<T>(
+        &self,
+        op: &str,
+        f: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let started = Instant::now();
+        let result = f.await;
+        let code = result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.metrics.observe(op, code, started);
+        result
+    }
+
+    /// Where `key` lives, or `None` when it is to be served here without asking
+    /// (a forwarded request, or a cluster of one).
+    fn place(&self, key: &[u8], forwarded: bool) -> Option<Placement> {
+        if forwarded || self.cluster.is_single() && !self.cluster.is_draining() {
+            return None;
+        }
+        Some(self.cluster.placement(key))
+    }
+
+    /// Sends a request to the first of `targets` that answers. UNAVAILABLE (the owner
+    /// provably did not take the request) moves on to the next; so does
+    /// DEADLINE_EXCEEDED for a `read`, but not for a write, which the owner may have
+    /// applied: taking it elsewhere could apply an increment twice.
+    async fn forward<Req: Clone, Resp>(
+        &self,
+        op: &str,
+        read: bool,
+        targets: impl IntoIterator<Item = &Member>,
+        message: Req,
+        call: Call<Req, Resp>,
+    ) -> Result<Resp, Status> {
+        let mut last = Status::unavailable("no owner of the key is reachable");
+        for member in targets {
+            let mut request = Request::new(message.clone());
+            request.set_timeout(PEER_TIMEOUT);
+            request
+                .metadata_mut()
+                .insert(HOP_HEADER, tonic::metadata::MetadataValue::from_static("1"));
+            match call(self.cluster.peers.cache(&member.address), request).await {
+                Ok(response) => {
+                    self.metrics.forwarded(op);
+                    return Ok(response.into_inner());
+                }
+                Err(status)
+                    if status.code() == tonic::Code::Unavailable
+                        || read && status.code() == tonic::Code::DeadlineExceeded =>
+                {
+                    tracing::debug!(peer = %member.id, %status, "owner unreachable");
+                    last = Status::unavailable(format!(
+                        "owner {} of the key is unreachable: {}",
+                        member.id,
+                        status.message()
+                    ));
+                }
+                Err(status) => return Err(status),
+            }
+        }
+        Err(last)
+    }
+
+    /// Copies the key's current state (or its deletion) to the other owners, after
+    /// every copy queued before it; waits for them with `--write-ack all`.
+    async fn replicate(&self, key: &Bytes, placement: Option<&Placement>) {
+        let Some(placement) = placement else { return };
+        let me = self.cluster.me.id.as_str();
+        let others: Vec<&str> = placement.others(me).map(|m| m.address.as_str()).collect();
+        if others.is_empty() {
+            return;
+        }
+        let route = Route {
+            peers: &self.cluster.peers,
+            me,
+            metrics: &self.metrics,
+        };
+        let wait = self.cluster.write_ack == WriteAck::All;
+        let copied = self
+            .cluster
+            .replicas
+            .copy(route, &self.store, key, &others, wait);
+        if tokio::time::timeout(REPLICATION_WAIT, copied)
+            .await
+            .is_err()
+        {
+            tracing::debug!("replicas slower than the write may wait; answering");
+        }
+    }
+
+    /// Runs a write where it belongs: here when this node is the primary owner (or the
+    /// first reachable one), otherwise at the owners in order. A write that `reads` the
+    /// key's current state (a condition, an increment, a touch) first fetches a key this
+    /// node lacks from where a handoff may still be bringing it.
+    #[allow(clippy::too_many_arguments)] // the write's parts, each used once
+    async fn write<Req: Clone + Send, Resp>(
+        &self,
+        op: &str,
+        key: &Bytes,
+        forwarded: bool,
+        reads: bool,
+        message: Req,
+        call: Call<Req, Resp>,
+        local: impl FnOnce(&Self, &Req) -> Result<Applied<Resp>, Status>,
+    ) -> Result<Resp, Status> {
+        let placement = self.place(key, forwarded);
+        let me = self.cluster.me.id.as_str();
+        if let Some(p) = placement.as_ref().filter(|p| !p.primary) {
+            // Owners ahead of this node, in order; this node coordinates only if all
+            // of them are unreachable.
+            let ahead: Vec<&Member> = p.owners.iter().take_while(|m| m.id != me).collect();
+            let result = self.forward(op, false, ahead, message.clone(), call).await;
+            if !p.local || !matches!(&result, Err(s) if s.code() == tonic::Code::Unavailable) {
+                return result;
+            }
+        }
+        if reads {
+            self.fetch_missing(key).await;
+        }
+        let applied = local(self, &message)?;
+        if applied.replicate {
+            let replica_placement = placement.or_else(|| self.replica_placement(key, forwarded));
+            self.replicate(key, replica_placement.as_ref()).await;
+        }
+        Ok(applied.reply)
+    }
+
+    /// A forwarded write is coordinated here; its replicas are the key's other owners.
+    fn replica_placement(&self, key: &[u8], forwarded: bool) -> Option<Placement> {
+        (forwarded && !self.cluster.is_single()).then(|| self.cluster.placement(key))
+    }
+
+    pub(crate) async fn get(
+        &self,
+        req: GetRequest,
+        forwarded: bool,
+    ) -> Result<GetResponse, Status> {
+        match self.place(&req.key, forwarded) {
+            Some(p) if !p.local => {
+                self.forward("get", true, &p.owners, req, |mut c, r| {
+                    Box::pin(async move { c.get(r).await })
+                })
+                .await
+            }
+            _ => {
+                let found = get_response(self.store.get(&req.key).map_err(to_status)?);
+                Ok(self.read_through(&req.key, found).await)
+            }
+        }
+    }
+
+    /// A local miss while a handoff may still be on its way here is looked for at the
+    /// key's previous and other owners, so a key that moved is not reported missing
+    /// before it arrives; the newest copy found wins.
+    async fn read_through(&self, key: &Bytes, local: GetResponse) -> GetResponse {
+        if local.found {
+            return local;
+        }
+        let elsewhere = self.cluster.read_through(key);
+        if elsewhere.is_empty() {
+            return local;
+        }
+        let probes = elsewhere.iter().map(|member| {
+            let mut client = self.cluster.peers.cache(&member.address);
+            let mut request = Request::new(GetRequest { key: key.clone() });
+            request.set_timeout(PROBE_TIMEOUT);
+            request.metadata_mut().insert(
+                HOP_HEADER,
+                tonic::metadata::MetadataValue::from_static(PROBE),
+            );
+            async move { client.get(request).await }
+        });
+        let newest = futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .filter_map(|reply| reply.ok().map(Response::into_inner))
+            .filter(|reply| reply.found)
+            .max_by_key(|reply| reply.version);
+        if newest.is_some() {
+            self.metrics.read_through();
+        }
+        newest.unwrap_or(local)
+    }
+
+    /// Takes in the newest copy of a key this node lacks from the key's previous and
+    /// other owners while a handoff may be on its way ([`Cluster::read_through`]), so
+    /// a write that depends on the key's state sees it: an increment goes on from the
+    /// value the key had, an IfAbsent set does not succeed twice.
+    async fn fetch_missing(&self, key: &Bytes) {
+        if self.store.peek(key).is_some() {
+            return;
+        }
+        let found = self.read_through(key, GetResponse::default()).await;
+        if !found.found {
+            return;
+        }
+        let entry = crate::store::Versioned {
+            key: key.clone(),
+            value: found.value,
+            version: found.version,
+            ttl_ms: found.ttl_ms,
+        };
+        if let Err(err) = self.store.apply(&entry) {
+            tracing::debug!(%err, "could not take in a fetched entry");
+        }
+    }
+
+    pub(crate) async fn set(
+        &self,
+        req: SetRequest,
+        forwarded: bool,
+    ) -> Result<SetResponse, Status> {
+        let condition = condition(&req)?;
+        self.store
+            .check_set(&req.key, &req.value, ttl(req.ttl_ms))
+            .map_err(to_status)?;
+        let key = req.key.clone();
+        self.write(
+            "set",
+            &key,
+            forwarded,
+            condition != Condition::Always,
+            req,
+            |mut c, r| Box::pin(async move { c.set(r).await }),
+            move |this, req| {
+                let out = this
+                    .store
+                    .set(&req.key, &req.value, ttl(req.ttl_ms), condition)
+                    .map_err(to_status)?;
+                Ok(Applied {
+                    reply: SetResponse {
+                        stored: out.stored,
+                        version: out.version,
+                    },
+                    replicate: out.stored,
+                })
+            },
+        )
+        .await
+    }
+
+    pub(crate) async fn delete(
+        &self,
+        req: DeleteRequest,
+        forwarded: bool,
+    ) -> Result<DeleteResponse, Status> {
+        let key = req.key.clone();
+        self.write(
+            "delete",
+            &key,
+            forwarded,
+            req.if_version.is_some(),
+            req,
+            |mut c, r| Box::pin(async move { c.delete(r).await }),
+            |this, req| {
+                let deleted = this
+                    .store
+                    .delete(&req.key, req.if_version)
+                    .map_err(to_status)?;
+                // An unconditional delete removes the other owners' copies even when
+                // this node had none; a version that did not match changes nothing.
+                Ok(Applied {
+                    reply: DeleteResponse { deleted },
+                    replicate: deleted || req.if_version.is_none(),
+                })
+            },
+        )
+        .await
+    }
+
+    pub(crate) async fn touch(
+        &self,
+        req: TouchRequest,
+        forwarded: bool,
+    ) -> Result<TouchResponse, Status> {
+        let key = req.key.clone();
+        self.write(
+            "touch",
+            &key,
+            forwarded,
+            true,
+            req,
+            |mut c, r| Box::pin(async move { c.touch(r).await }),
+            |this, req| {
+                let found = this
+                    .store
+                    .touch(&req.key, ttl(req.ttl_ms))
+                    .map_err(to_status)?;
+                Ok(Applied {
+                    reply: TouchResponse { found },
+                    replicate: found,
+                })
+            },
+        )
+        .await
+    }
+
+    pub(crate) async fn increment(
+        &self,
+        req: IncrementRequest,
+        forwarded: bool,
+    ) -> Result<IncrementResponse, Status> {
+        let key = req.key.clone();
+        self.write(
+            "increment",
+            &key,
+            forwarded,
+            true,
+            req,
+            |mut c, r| Box::pin(async move { c.increment(r).await }),
+            |this, req| {
+                let (value, version) = this
+                    .store
+                    .incr(&req.key, req.delta, req.initial, ttl(req.ttl_ms))
+                    .map_err(to_status)?;
+                Ok(Applied {
+                    reply: IncrementResponse { value, version },
+                    replicate: true,
+                })
+            },
+        )
+        .await
+    }
+    fn node_stats(&self) -> proto::NodeStats {
+        let s = self.store.stats();
+        proto::NodeStats {
+            node_id: self.node.node_id.clone(),
+            items: s.items,
+            bytes: s.bytes,
+            limit_bytes: s.limit,
+            hits: s.hits,
+            misses: s.misses,
+            evictions: s.evictions,
+            expirations: s.expirations,
+            uptime_seconds: self.node.started.elapsed().as_secs(),
+        }
+    }
+}
