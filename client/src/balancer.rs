@@ -19,6 +19,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::Error;
 use crate::placement::{Member, View};
 use crate::proto::{TopologyRequest, cache_client::CacheClient};
+use crate::security::{Tls, Token};
 use crate::transport::{ConnectOptions, Connection};
 
 /// How often a client pings each node it has a connection to.
@@ -40,6 +41,10 @@ pub(crate) struct Discovery {
     pub smart: bool,
     pub refresh: Duration,
     pub connect_timeout: Duration,
+    /// TLS of every connection, its server name already settled.
+    pub tls: Option<Tls>,
+    /// The token every call sends.
+    pub token: Option<Token>,
 }
 
 #[derive(Debug, Default)]
@@ -187,6 +192,8 @@ impl Balancer {
             Connection::new(
                 address,
                 ConnectOptions {
+                    tls: self.discovery.tls.clone(),
+                    token: self.discovery.token.clone(),
                     connect_timeout: self.discovery.connect_timeout,
                     // A node whose host vanished without closing its sockets would
                     // otherwise time out every call sent to it until the kernel gave

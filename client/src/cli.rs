@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 
 use bytes::Bytes;
 
-pub use args::{Cli, Command, IncrArgs, SetArgs, parse_timeout, parse_ttl};
+pub use args::{Cli, Command, Connect, IncrArgs, SetArgs, parse_timeout, parse_ttl};
 
 use crate::{Client, Error, Ttl};
 
@@ -37,7 +37,7 @@ Exit codes:
 /// The exit code that tells a script what kind of failure `error` is.
 pub fn exit_code(error: &Error) -> u8 {
     match error {
-        Error::InvalidAddress { .. } => EXIT_USAGE,
+        Error::InvalidAddress { .. } | Error::Credentials(_) => EXIT_USAGE,
         Error::Rejected { .. } | Error::Failed { .. } | Error::Protocol(_) => EXIT_REJECTED,
         Error::Unavailable { .. } | Error::Timeout(_) => EXIT_UNAVAILABLE,
     }
@@ -98,17 +98,12 @@ async fn execute(
     out: &mut impl Write,
     err: &mut impl Write,
 ) -> Result<u8, Failure> {
+    let connect = cli.connect()?;
     if let Command::Bench(args) = cli.command {
-        bench::run(*args, &cli.addr, cli.timeout, cli.smart, out).await?;
+        bench::run(*args, &cli.addr, &connect, out).await?;
         return Ok(EXIT_OK);
     }
-    let mut builder = Client::builder(cli.addr)
-        .timeout(cli.timeout)
-        .smart(cli.smart);
-    if let Some(server) = cli.dns_server {
-        builder = builder.dns_server(server);
-    }
-    let client = builder.connect().await?;
+    let client = connect.builder(&cli.addr).connect().await?;
     match cli.command {
         Command::Get { key, verbose } => get(&client, key, verbose, out, err).await,
         Command::Set(args) => set(&client, args, stdin, out).await,

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tonic::{Request, Response, Status};
 
 use crate::balancer::{Balancer, Discovery};
+use crate::security::{Tls, Token};
 use crate::transport::Connection;
 use crate::{
     Error, SetOptions, SetOutcome, Ttl, Value, address,
@@ -55,9 +56,26 @@ pub struct ClientBuilder {
     dns_server: Option<SocketAddr>,
     smart: bool,
     refresh: Duration,
+    tls: Option<Tls>,
+    token: Option<Token>,
 }
 
 impl ClientBuilder {
+    /// Speak TLS to the nodes. Unless the [`Tls`] names a server name, certificates
+    /// are checked against the host of the address given to [`Client::builder`] (for
+    /// `dns:///name:port`, `name`), also for the nodes a smart client dials by IP, as
+    /// gRPC clients do.
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Send this bearer token (`authorization: Bearer <token>`) with every call.
+    pub fn token(mut self, token: Token) -> Self {
+        self.token = Some(token);
+        self
+    }
+
     /// The deadline of each attempt, sent to the node as `grpc-timeout` and also
     /// enforced locally, since tonic's timeout does not cover waiting for a connection.
     /// With retries the worst case is about `(retries + 1) * timeout`.
@@ -107,17 +125,21 @@ impl ClientBuilder {
                 addr: self.addr.clone(),
                 reason: "expected host:port".into(),
             })?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let tls = match self.tls {
+            Some(tls) if tls.server_name().is_none() => Some(tls.with_server_name(host)?),
+            tls => tls,
+        };
         let discovery = Discovery {
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
+            host: host.to_owned(),
             port,
             dns: self.addr.starts_with("dns:///"),
             dns_server: self.dns_server,
             smart: self.smart,
             refresh: self.refresh,
             connect_timeout: self.timeout,
+            tls,
+            token: self.token,
         };
         Ok(Client {
             balancer: Balancer::start(discovery).await?,
@@ -143,6 +165,8 @@ impl Client {
             dns_server: None,
             smart: false,
             refresh: DEFAULT_REFRESH,
+            tls: None,
+            token: None,
         }
     }
 

@@ -45,6 +45,10 @@ pub enum Error {
         /// The message that came with it.
         message: String,
     },
+    /// A TLS or token setting could not be used (a file missing or malformed, a
+    /// certificate and key that do not match); the message names the file.
+    #[error("credentials: {0}")]
+    Credentials(String),
     /// The node answered with something that breaks the protocol (for example fewer
     /// replies than keys), which points at a bug on one side.
     #[error("protocol violation: {0}")]
@@ -59,7 +63,7 @@ impl Error {
             Error::Rejected { code, .. } | Error::Failed { code, .. } => Some(*code),
             Error::Unavailable { .. } => Some(Code::Unavailable),
             Error::Timeout(_) => Some(Code::DeadlineExceeded),
-            Error::InvalidAddress { .. } | Error::Protocol(_) => None,
+            Error::InvalidAddress { .. } | Error::Credentials(_) | Error::Protocol(_) => None,
         }
     }
 

@@ -19,6 +19,7 @@ pub mod cli;
 mod client;
 mod error;
 pub mod placement;
+pub mod security;
 mod transport;
 mod types;
 pub mod workload;
@@ -28,6 +29,7 @@ pub use client::{
     MAX_BACKOFF,
 };
 pub use error::{Error, code_name};
+pub use security::{Tls, Token};
 pub use transport::{ConnectOptions, Connection};
 pub use types::{Condition, SetOptions, SetOutcome, Ttl, Value};
 

@@ -30,9 +30,12 @@ use h2::{Reason, RecvStream, SendStream};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Request, Response, Uri};
 use http_body::{Body as _, Frame};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tonic::body::Body;
 use tonic::{Status, TimeoutExpired};
+
+use crate::security::{Tls, Token};
 
 /// Per-stream receive window: large values and handoff batches arrive without
 /// waiting for window updates (hyper's client default).
@@ -61,6 +64,10 @@ const CONNECTION_HEADERS: [http::header::HeaderName; 5] = [
 /// Settings of a [`Connection`].
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
+    /// Speak TLS (`https`) with these settings; plaintext `http` when unset.
+    pub tls: Option<Tls>,
+    /// Send `authorization: Bearer <token>` with every call.
+    pub token: Option<Token>,
     /// How long the TCP connect plus writing the HTTP/2 preface may take. h2 does not
     /// wait for the node's SETTINGS, so a node that accepts connections but never
     /// answers is caught by the call's deadline (or keepalive), not by this.
@@ -73,6 +80,8 @@ pub struct ConnectOptions {
 impl Default for ConnectOptions {
     fn default() -> Self {
         ConnectOptions {
+            tls: None,
+            token: None,
             connect_timeout: Duration::from_secs(5),
             keepalive: None,
         }
@@ -191,51 +200,31 @@ impl Connection {
                 .map_err(|e| Status::unavailable(format!("connect to {address}: {e}")))?;
             tcp.set_nodelay(true)
                 .map_err(|e| Status::unavailable(format!("connect to {address}: {e}")))?;
-            h2::client::Builder::new()
-                .initial_window_size(STREAM_WINDOW)
-                .initial_connection_window_size(CONNECTION_WINDOW)
-                .max_header_list_size(MAX_HEADER_LIST)
-                .enable_push(false)
-                .handshake::<_, Bytes>(tcp)
+            let Some(tls) = &inner.options.tls else {
+                return handshake(tcp, address, inner.options.keepalive).await;
+            };
+            let name = tls
+                .name_for(address)
+                .map_err(|e| Status::unavailable(format!("connect to {address}: {e}")))?;
+            let stream = tokio_rustls::TlsConnector::from(tls.config())
+                .connect(name, tcp)
                 .await
-                .map_err(|e| Status::unavailable(format!("HTTP/2 handshake with {address}: {e}")))
+                .map_err(|e| {
+                    Status::unavailable(format!(
+                        "TLS handshake with {address}: {e} (does the node serve TLS, and does \
+                         its certificate match the CA and the server name?)"
+                    ))
+                })?;
+            handshake(stream, address, inner.options.keepalive).await
         };
-        let (send, mut connection) = tokio::time::timeout(inner.options.connect_timeout, dial)
+        tokio::time::timeout(inner.options.connect_timeout, dial)
             .await
             .map_err(|_| {
                 Status::unavailable(format!(
                     "connect to {address}: no connection within {:?}",
                     inner.options.connect_timeout
                 ))
-            })??;
-        let keepalive = inner
-            .options
-            .keepalive
-            .and_then(|every| Some((every.max(MIN_KEEPALIVE), connection.ping_pong()?)));
-        tokio::spawn(async move {
-            match keepalive {
-                // Dropping the connection fails its streams and its senders.
-                Some((every, mut pings)) => tokio::select! {
-                    _ = &mut connection => {}
-                    () = async {
-                        loop {
-                            tokio::time::sleep(every).await;
-                            let pong = tokio::time::timeout(
-                                every.min(KEEPALIVE_TIMEOUT),
-                                pings.ping(h2::Ping::opaque()),
-                            );
-                            if !matches!(pong.await, Ok(Ok(_))) {
-                                return;
-                            }
-                        }
-                    } => {}
-                },
-                None => {
-                    let _ = connection.await;
-                }
-            }
-        });
-        Ok(send)
+            })?
     }
 
     fn unavailable(&self, e: &h2::Error) -> Status {
@@ -259,8 +248,17 @@ impl Connection {
         {
             head.headers.remove(http::header::TE);
         }
+        if let Some(token) = &self.inner.options.token
+            && !head.headers.contains_key(http::header::AUTHORIZATION)
+        {
+            head.headers
+                .insert(http::header::AUTHORIZATION, token.header());
+        }
         let mut uri = head.uri.into_parts();
-        uri.scheme = Some(Scheme::HTTP);
+        uri.scheme = Some(match self.inner.options.tls {
+            Some(_) => Scheme::HTTPS,
+            None => Scheme::HTTP,
+        });
         uri.authority = Some(authority);
         if uri.path_and_query.is_none() {
             uri.path_and_query = Some(PathAndQuery::from_static("/"));
@@ -314,6 +312,52 @@ impl Connection {
         });
         Ok(Response::from_parts(head, body))
     }
+}
+
+/// The HTTP/2 handshake over a connected stream (TCP or TLS), and the task that drives
+/// the connection (and its keepalive pings) from then on.
+async fn handshake<T>(
+    io: T,
+    address: &str,
+    keepalive: Option<Duration>,
+) -> Result<SendRequest<Bytes>, Status>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, mut connection) = h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .enable_push(false)
+        .handshake::<_, Bytes>(io)
+        .await
+        .map_err(|e| Status::unavailable(format!("HTTP/2 handshake with {address}: {e}")))?;
+    let keepalive =
+        keepalive.and_then(|every| Some((every.max(MIN_KEEPALIVE), connection.ping_pong()?)));
+    tokio::spawn(async move {
+        match keepalive {
+            // Dropping the connection fails its streams and its senders.
+            Some((every, mut pings)) => tokio::select! {
+                _ = &mut connection => {}
+                () = async {
+                    loop {
+                        tokio::time::sleep(every).await;
+                        let pong = tokio::time::timeout(
+                            every.min(KEEPALIVE_TIMEOUT),
+                            pings.ping(h2::Ping::opaque()),
+                        );
+                        if !matches!(pong.await, Ok(Ok(_))) {
+                            return;
+                        }
+                    }
+                } => {}
+            },
+            None => {
+                let _ = connection.await;
+            }
+        }
+    });
+    Ok(send)
 }
 
 impl tower_service::Service<Request<Body>> for Connection {
@@ -622,7 +666,7 @@ mod tests {
     fn options() -> ConnectOptions {
         ConnectOptions {
             connect_timeout: Duration::from_secs(2),
-            keepalive: None,
+            ..ConnectOptions::default()
         }
     }
 
@@ -791,7 +835,7 @@ mod tests {
             &address,
             ConnectOptions {
                 connect_timeout: timeout,
-                keepalive: None,
+                ..ConnectOptions::default()
             },
         );
         let started = std::time::Instant::now();
@@ -837,6 +881,7 @@ mod tests {
             ConnectOptions {
                 connect_timeout: Duration::from_secs(2),
                 keepalive: Some(Duration::from_secs(1)),
+                ..ConnectOptions::default()
             },
         );
         let status = connection

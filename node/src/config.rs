@@ -2,6 +2,7 @@
 //! `KCACHE_*` variable, so a pod spec can set either.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
@@ -9,6 +10,7 @@ use clap::builder::TypedValueParser as _;
 use clap::{Parser, ValueEnum};
 
 use crate::cluster::{WriteAck, membership::parse_peers};
+use crate::security::{SecurityConfig, TlsFiles};
 use crate::server::Discovery;
 use crate::store::{Limits, MAX_KEY_SIZE};
 
@@ -83,6 +85,62 @@ pub struct Args {
     #[arg(long, env = "KCACHE_ADVERTISE_ADDR")]
     pub advertise_addr: Option<String>,
 
+    /// Serve TLS on the gRPC port with this certificate chain (PEM; a
+    /// kubernetes.io/tls Secret's tls.crt). Also presented to peers. Re-read when it
+    /// changes.
+    #[arg(
+        long,
+        env = "KCACHE_TLS_CERT_FILE",
+        value_name = "PEM",
+        requires = "tls_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The private key of --tls-cert-file (PEM; tls.key).
+    #[arg(
+        long,
+        env = "KCACHE_TLS_KEY_FILE",
+        value_name = "PEM",
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// Demand a client certificate signed by a CA in this file (PEM; ca.crt) from
+    /// every client and peer: mutual TLS.
+    #[arg(
+        long,
+        env = "KCACHE_TLS_CLIENT_CA_FILE",
+        value_name = "PEM",
+        requires = "tls_cert_file"
+    )]
+    pub tls_client_ca_file: Option<PathBuf>,
+
+    /// CAs that peers' certificates are checked against when this node calls them
+    /// (PEM); defaults to --tls-client-ca-file.
+    #[arg(
+        long,
+        env = "KCACHE_TLS_CA_FILE",
+        value_name = "PEM",
+        requires = "tls_cert_file"
+    )]
+    pub tls_ca_file: Option<PathBuf>,
+
+    /// The name peers' certificates must carry when this node calls them; defaults to
+    /// <service>.<namespace>.svc with --discovery kubernetes, else each peer's host.
+    #[arg(long, env = "KCACHE_TLS_SERVER_NAME", requires = "tls_cert_file")]
+    pub tls_server_name: Option<String>,
+
+    /// Demand `authorization: Bearer <token>` on every Cache and Peer call, with one
+    /// of the tokens in this file (one a line; the first is sent to peers). Re-read
+    /// when it changes, so a rotation can accept the old and the new token at once.
+    #[arg(long, env = "KCACHE_AUTH_TOKEN_FILE", value_name = "FILE")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// How often the TLS and token files are checked for changes.
+    #[arg(long, env = "KCACHE_CREDENTIAL_RELOAD_INTERVAL", default_value = "2s",
+          value_parser = parse_interval)]
+    pub credential_reload_interval: Duration,
+
     /// Log format.
     #[arg(long, env = "KCACHE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -103,6 +161,14 @@ pub enum DiscoveryKind {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("the interval must be more than 0".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn parse_ttl(s: &str) -> Result<Duration, humantime::DurationError> {
@@ -170,6 +236,32 @@ impl Args {
                     .ok_or("--discovery kubernetes needs --namespace (or $POD_NAMESPACE)")?;
                 Ok(Discovery::Kubernetes { service, namespace })
             }
+        }
+    }
+
+    /// The credential files; `discovery` settles the name peers' certificates carry.
+    pub fn security(&self, discovery: &Discovery) -> SecurityConfig {
+        let tls = self
+            .tls_cert_file
+            .clone()
+            .zip(self.tls_key_file.clone())
+            .map(|(cert, key)| TlsFiles {
+                cert,
+                key,
+                client_ca: self.tls_client_ca_file.clone(),
+                peer_ca: self.tls_ca_file.clone(),
+            });
+        let peer_server_name = self.tls_server_name.clone().or_else(|| match discovery {
+            Discovery::Kubernetes { service, namespace } => {
+                Some(format!("{service}.{namespace}.svc"))
+            }
+            _ => None,
+        });
+        SecurityConfig {
+            tls,
+            token_file: self.auth_token_file.clone(),
+            peer_server_name,
+            reload_interval: self.credential_reload_interval,
         }
     }
 
@@ -254,6 +346,50 @@ mod tests {
         assert!(args.discovery().unwrap_err().contains("--service"));
         let args = Args::try_parse_from(["kcache-node", "--discovery", "static"]).unwrap();
         assert!(args.discovery().unwrap_err().contains("--peers"));
+    }
+
+    #[test]
+    fn security_flags_make_the_files_and_the_peer_name() {
+        let args = Args::try_parse_from([
+            "kcache-node",
+            "--discovery",
+            "kubernetes",
+            "--service",
+            "demo-headless",
+            "--namespace",
+            "prod",
+            "--tls-cert-file",
+            "/tls/tls.crt",
+            "--tls-key-file",
+            "/tls/tls.key",
+            "--tls-client-ca-file",
+            "/tls/ca.crt",
+            "--auth-token-file",
+            "/auth/token",
+        ])
+        .unwrap();
+        let security = args.security(&args.discovery().unwrap());
+        let tls = security.tls.unwrap();
+        assert_eq!(tls.cert, PathBuf::from("/tls/tls.crt"));
+        assert_eq!(tls.peer_roots(), Some(&PathBuf::from("/tls/ca.crt")));
+        assert_eq!(
+            security.peer_server_name.as_deref(),
+            Some("demo-headless.prod.svc")
+        );
+        assert_eq!(security.token_file, Some(PathBuf::from("/auth/token")));
+        assert_eq!(security.reload_interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_certificate_without_its_key_is_refused_by_the_parser() {
+        let err = Args::try_parse_from(["kcache-node", "--tls-cert-file", "/tls/tls.crt"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--tls-key-file"), "{err}");
+        let err = Args::try_parse_from(["kcache-node", "--tls-client-ca-file", "/tls/ca.crt"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--tls-cert-file"), "{err}");
     }
 
     #[test]

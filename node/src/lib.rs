@@ -5,6 +5,7 @@ pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod metrics;
+pub mod security;
 pub mod server;
 pub mod service;
 pub mod store;

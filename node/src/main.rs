@@ -21,10 +21,12 @@ async fn main() -> anyhow::Result<()> {
     let admin = TcpListener::bind(args.admin_addr)
         .await
         .with_context(|| format!("binding --admin-addr {}", args.admin_addr))?;
+    let discovery = args.discovery().map_err(anyhow::Error::msg)?;
     let config = NodeConfig {
         node_id: args.node_id(),
         limits,
-        discovery: args.discovery().map_err(anyhow::Error::msg)?,
+        security: args.security(&discovery),
+        discovery,
         replication: args.replication_factor,
         write_ack: args.write_ack,
         drain_timeout: args.drain_timeout,

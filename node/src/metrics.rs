@@ -129,6 +129,15 @@ impl Metrics {
         }
     }
 
+    /// Adds collectors kept elsewhere (the security counters) to /metrics.
+    pub fn register(&self, collectors: Vec<Box<dyn Collector>>) {
+        for collector in collectors {
+            self.registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+    }
+
     pub fn set_members(&self, members: usize) {
         self.members.set(members as i64);
     }

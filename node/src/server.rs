@@ -11,9 +11,11 @@ use kcache_client::placement::{Member, View};
 use kcache_client::proto::{self, cache_server::CacheServer, peer_server::PeerServer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::cluster::{Cluster, PeerService, WriteAck, kubernetes, membership, rebalance};
 use crate::metrics::Metrics;
+use crate::security::{Security, SecurityConfig, SecurityMetrics};
 use crate::service::{CacheService, MAX_BATCH, NodeInfo};
 use crate::store::{Limits, Store};
 
@@ -53,6 +55,8 @@ pub struct NodeConfig {
     pub drain_timeout: Duration,
     /// host:port peers reach this node at; the gRPC listener's address when unset.
     pub advertise: Option<String>,
+    /// TLS and token files; none (plaintext, open) by default.
+    pub security: SecurityConfig,
 }
 
 impl NodeConfig {
@@ -66,6 +70,7 @@ impl NodeConfig {
             write_ack: WriteAck::All,
             drain_timeout: Duration::from_secs(30),
             advertise: None,
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -80,6 +85,8 @@ pub enum Error {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("Kubernetes client: {0}")]
     Kubernetes(#[from] kube::Error),
+    #[error("credentials: {0}")]
+    Security(#[from] crate::security::Error),
 }
 
 /// Serves until `shutdown` completes, then turns not-ready, stops accepting, lets
@@ -106,11 +113,21 @@ pub async fn serve(
         address,
     };
     let grpc_port = grpc.local_addr()?.port();
-    let cluster = Arc::new(start_membership(&config, me, grpc_port).await?);
-    let (stop_tx, stop_rx) = watch::channel(false);
     // A member of a cluster turns ready (gRPC health and /readyz alike) only once it
     // holds the entries it will own, so a rollout never moves on from an empty node.
     let clustered = !matches!(config.discovery, Discovery::None);
+    let security = Security::load(&config.security, clustered, SecurityMetrics::new())?;
+    metrics.register(security.metrics.collectors());
+    let cluster = Arc::new(start_membership(&config, me, grpc_port).await?);
+    cluster
+        .peers
+        .secure(security.peer_tls.clone(), security.peer_token.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(crate::security::reload::run(
+        config.security.clone(),
+        security.clone(),
+        stop_rx.clone(),
+    ));
     let ready = Arc::new(AtomicBool::new(!clustered));
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -175,15 +192,40 @@ pub async fn serve(
         admin = %admin.local_addr()?,
         node_id = %config.node_id,
         max_memory = config.limits.max_memory,
+        tls = security.tls.is_some(),
+        mutual_tls = config.security.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        tokens = security.auth.is_some(),
         "kcache node serving"
     );
-    let grpc_server = tonic::transport::Server::builder()
+    // Health and reflection stay open (kubelet probes, tooling); Cache and Peer
+    // demand a token when there are tokens.
+    let auth = security.auth.clone();
+    let open = auth.is_none();
+    let routes = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(cache)
-        .add_service(peer)
-        .serve_with_incoming_shutdown(incoming(grpc), stopped(stop_rx.clone()));
+        .add_optional_service(open.then(|| cache.clone()))
+        .add_optional_service(open.then(|| peer.clone()))
+        .add_optional_service(auth.clone().map(|a| InterceptedService::new(cache, a)))
+        .add_optional_service(auth.map(|a| InterceptedService::new(peer, a)));
+    let grpc_stop = stop_rx.clone();
+    let grpc_server = async move {
+        match security.tls.clone() {
+            Some(tls) => {
+                let connections =
+                    crate::security::tls::incoming(incoming(grpc), tls, security.metrics.clone());
+                routes
+                    .serve_with_incoming_shutdown(connections, stopped(grpc_stop))
+                    .await
+            }
+            None => {
+                routes
+                    .serve_with_incoming_shutdown(incoming(grpc), stopped(grpc_stop))
+                    .await
+            }
+        }
+    };
     let admin_server = async {
         axum::serve(admin, crate::admin::router(metrics, ready))
             .with_graceful_shutdown(stopped(stop_rx))

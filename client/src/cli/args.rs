@@ -1,11 +1,12 @@
 //! The command line's shape: flags, subcommands, and the parsers of their values.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use super::AFTER_HELP;
-use crate::{Condition, SetOptions, Ttl};
+use crate::{ClientBuilder, Condition, Error, SetOptions, Tls, Token, Ttl};
 
 /// Talk to a kcache node.
 #[derive(Debug, Parser)]
@@ -35,9 +36,116 @@ pub struct Cli {
     /// Resolve dns:/// names with this DNS server (ip:port) instead of the system's.
     #[arg(long, env = "KCACHE_DNS_SERVER", global = true)]
     pub dns_server: Option<std::net::SocketAddr>,
+    /// Speak TLS and trust the CA certificates in this PEM file (a Secret's ca.crt).
+    #[arg(long, env = "KCACHE_TLS_CA_FILE", global = true, value_name = "PEM")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Present this client certificate (PEM chain), for nodes that require mutual TLS.
+    #[arg(
+        long,
+        env = "KCACHE_TLS_CERT_FILE",
+        global = true,
+        value_name = "PEM",
+        requires_all = ["tls_key_file", "tls_ca_file"]
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file (PEM).
+    #[arg(
+        long,
+        env = "KCACHE_TLS_KEY_FILE",
+        global = true,
+        value_name = "PEM",
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
+    /// Check the node's certificate against this name instead of the host of --addr.
+    #[arg(
+        long,
+        env = "KCACHE_TLS_SERVER_NAME",
+        global = true,
+        requires = "tls_ca_file"
+    )]
+    pub tls_server_name: Option<String>,
+    /// Send the first token in this file (one a line) as `authorization: Bearer`.
+    #[arg(long, env = "KCACHE_TOKEN_FILE", global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The token itself; prefer the KCACHE_TOKEN variable or --token-file, since
+    /// other users can read a command line.
+    #[arg(
+        long,
+        env = "KCACHE_TOKEN",
+        global = true,
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// How every client of this command connects: deadline, routing and credentials
+    /// (files read now, so a bad one fails before any call, naming the file).
+    pub fn connect(&self) -> Result<Connect, Error> {
+        let tls = match &self.tls_ca_file {
+            None => None,
+            Some(ca) => {
+                let identity = self
+                    .tls_cert_file
+                    .as_deref()
+                    .zip(self.tls_key_file.as_deref());
+                let tls = Tls::from_pem_files(ca, identity)?;
+                Some(match &self.tls_server_name {
+                    Some(name) => tls.with_server_name(name)?,
+                    None => tls,
+                })
+            }
+        };
+        let token = match (&self.token_file, &self.token) {
+            (Some(path), _) => Some(Token::from_file(path)?),
+            (None, Some(token)) => Some(
+                Token::new(token.trim())
+                    .map_err(|e| Error::Credentials(format!("--token / KCACHE_TOKEN: {e}")))?,
+            ),
+            (None, None) => None,
+        };
+        Ok(Connect {
+            timeout: self.timeout,
+            smart: self.smart,
+            dns_server: self.dns_server,
+            tls,
+            token,
+        })
+    }
+}
+
+/// What every client a command makes shares.
+#[derive(Debug, Clone)]
+pub struct Connect {
+    pub timeout: Duration,
+    pub smart: bool,
+    pub dns_server: Option<std::net::SocketAddr>,
+    pub tls: Option<Tls>,
+    pub token: Option<Token>,
+}
+
+impl Connect {
+    /// A client builder for `addr` with these settings.
+    pub fn builder(&self, addr: &str) -> ClientBuilder {
+        let mut builder = crate::Client::builder(addr)
+            .timeout(self.timeout)
+            .smart(self.smart);
+        if let Some(server) = self.dns_server {
+            builder = builder.dns_server(server);
+        }
+        if let Some(tls) = &self.tls {
+            builder = builder.tls(tls.clone());
+        }
+        if let Some(token) = &self.token {
+            builder = builder.token(token.clone());
+        }
+        builder
+    }
 }
 
 /// The subcommands. Keys are taken as UTF-8 text; values from stdin may be any bytes.

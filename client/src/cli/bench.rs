@@ -188,8 +188,7 @@ struct Tally {
 pub async fn run(
     args: BenchArgs,
     default_addr: &str,
-    timeout: Duration,
-    smart: bool,
+    connect: &super::Connect,
     out: &mut impl Write,
 ) -> Result<(), BenchError> {
     if args.connections == 0 || args.depth == 0 {
@@ -209,7 +208,7 @@ pub async fn run(
     let mut conns = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
         let addr = &servers[i % servers.len()];
-        conns.push(Conn::connect(args.target, addr, timeout, smart).await?);
+        conns.push(Conn::connect(args.target, addr, connect).await?);
     }
     let args = Arc::new(args);
     let zipf = match args.dist {

@@ -11,7 +11,7 @@ use kcache_client::proto::{
     self, ReplicateRequest, ReplicateResponse, SyncRequest, VersionedEntry,
     cache_client::CacheClient, peer_client::PeerClient,
 };
-use kcache_client::{ConnectOptions, Connection};
+use kcache_client::{ConnectOptions, Connection, Tls, Token};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
@@ -39,10 +39,19 @@ const ENTRY_SLACK: usize = 64 << 10;
 #[derive(Debug, Default)]
 pub struct PeerPool {
     channels: Mutex<HashMap<String, Connection>>,
+    /// TLS and token of every peer connection, set once before the first call (their
+    /// contents reload in place).
+    credentials: std::sync::OnceLock<(Option<Tls>, Option<Token>)>,
 }
 
 impl PeerPool {
+    /// Makes every connection to a peer use `tls` and send `token`.
+    pub fn secure(&self, tls: Option<Tls>, token: Option<Token>) {
+        let _ = self.credentials.set((tls, token));
+    }
+
     pub fn channel(&self, address: &str) -> Connection {
+        let (tls, token) = self.credentials.get().cloned().unwrap_or_default();
         let mut channels = self.channels.lock();
         channels
             .entry(address.to_owned())
@@ -50,6 +59,8 @@ impl PeerPool {
                 Connection::new(
                     address,
                     ConnectOptions {
+                        tls,
+                        token,
                         connect_timeout: CONNECT_TIMEOUT,
                         keepalive: Some(Duration::from_secs(30)),
                     },

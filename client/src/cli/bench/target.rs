@@ -43,16 +43,11 @@ impl Conn {
     pub(super) async fn connect(
         target: Target,
         addr: &str,
-        timeout: Duration,
-        smart: bool,
+        connect: &crate::cli::Connect,
     ) -> Result<Self, BenchError> {
+        let timeout = connect.timeout;
         let client = || async {
-            let client = Client::builder(addr)
-                .timeout(timeout)
-                .smart(smart)
-                .retries(0)
-                .connect()
-                .await?;
+            let client = connect.builder(addr).retries(0).connect().await?;
             Ok::<_, BenchError>(client)
         };
         Ok(match target {

@@ -1,0 +1,179 @@
+//! Bearer-token authentication of the `Cache` and `Peer` services, as a tonic
+//! interceptor: a call must carry `authorization: Bearer <token>` with one of the
+//! tokens of `--auth-token-file`, or it gets UNAUTHENTICATED before any handler runs.
+//!
+//! Tokens are kept as SHA-256 digests and a presented token is hashed and compared
+//! with every accepted one in constant time, so neither the comparison's duration nor
+//! an early exit tells an attacker how much of a guess was right, or how long the
+//! tokens are.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use ring::digest::{SHA256, digest};
+use subtle::ConstantTimeEq;
+use tonic::{Request, Status};
+
+use super::SecurityMetrics;
+use kcache_client::Error;
+use kcache_client::security::tokens_in;
+
+type Digest = [u8; 32];
+
+/// Reads every token of a token file, refusing a file without any (which would lock
+/// every client out) and tokens a client could not send.
+pub fn read_tokens(path: &Path) -> Result<Vec<String>, Error> {
+    let named = |what: String| Error::Credentials(format!("{}: {what}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| named(e.to_string()))?;
+    let tokens: Vec<String> = tokens_in(&text).map(str::to_owned).collect();
+    if tokens.is_empty() {
+        return Err(named("no token in the file".into()));
+    }
+    for (line, token) in tokens.iter().enumerate() {
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(named(format!(
+                "token {} has characters other than visible ASCII",
+                line + 1
+            )));
+        }
+    }
+    Ok(tokens)
+}
+
+/// The accepted tokens, replaceable while calls are checked against them.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    digests: Arc<RwLock<Arc<[Digest]>>>,
+    metrics: SecurityMetrics,
+}
+
+fn hash(token: &[u8]) -> Digest {
+    let mut out = [0; 32];
+    out.copy_from_slice(digest(&SHA256, token).as_ref());
+    out
+}
+
+impl Authenticator {
+    pub fn new(tokens: &[String], metrics: SecurityMetrics) -> Self {
+        Self {
+            digests: Arc::new(RwLock::new(Self::digests(tokens))),
+            metrics,
+        }
+    }
+
+    fn digests(tokens: &[String]) -> Arc<[Digest]> {
+        tokens.iter().map(|t| hash(t.as_bytes())).collect()
+    }
+
+    /// Accepts exactly `tokens` from now on.
+    pub fn replace(&self, tokens: &[String]) {
+        *self.digests.write() = Self::digests(tokens);
+    }
+
+    /// Whether `authorization` (the metadata value, if any) carries an accepted token.
+    pub fn check(&self, authorization: Option<&[u8]>) -> Result<(), Status> {
+        let Some(value) = authorization else {
+            self.metrics.unauthenticated("missing");
+            return Err(Status::unauthenticated(
+                "this node requires a token: send the metadata `authorization: Bearer \
+                 <token>` (kcache: --token-file or KCACHE_TOKEN)",
+            ));
+        };
+        let token = value
+            .strip_prefix(b"Bearer ")
+            .or_else(|| value.strip_prefix(b"bearer "))
+            .map(|t| t.trim_ascii())
+            .filter(|t| !t.is_empty());
+        let Some(token) = token else {
+            self.metrics.unauthenticated("malformed");
+            return Err(Status::unauthenticated(
+                "the authorization metadata must be `Bearer <token>`",
+            ));
+        };
+        let presented = hash(token);
+        let digests = self.digests.read().clone();
+        // Every accepted digest is compared, whatever matched before.
+        let matched = digests
+            .iter()
+            .fold(subtle::Choice::from(0), |any, d| any | d.ct_eq(&presented));
+        if bool::from(matched) {
+            Ok(())
+        } else {
+            self.metrics.unauthenticated("rejected");
+            Err(Status::unauthenticated(
+                "the token is not accepted by this node (mistyped, or rotated out of the \
+                 Secret?)",
+            ))
+        }
+    }
+}
+
+impl tonic::service::Interceptor for Authenticator {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes());
+        self.check(header)?;
+        Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(tokens: &[&str]) -> Authenticator {
+        let tokens: Vec<String> = tokens.iter().map(|t| (*t).to_owned()).collect();
+        Authenticator::new(&tokens, SecurityMetrics::new())
+    }
+
+    #[test]
+    fn any_listed_token_is_accepted_and_nothing_else() {
+        let auth = auth(&["new-token", "old-token"]);
+        assert!(auth.check(Some(b"Bearer new-token")).is_ok());
+        assert!(auth.check(Some(b"Bearer old-token")).is_ok());
+        let wrong = auth.check(Some(b"Bearer new-token2")).unwrap_err();
+        assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
+        assert!(wrong.message().contains("not accepted"), "{wrong}");
+        let prefix = auth.check(Some(b"Bearer new")).unwrap_err();
+        assert_eq!(prefix.code(), tonic::Code::Unauthenticated);
+    }
+
+    #[test]
+    fn missing_and_malformed_headers_say_what_to_send() {
+        let auth = auth(&["t"]);
+        let missing = auth.check(None).unwrap_err();
+        assert!(
+            missing.message().contains("authorization: Bearer"),
+            "{missing}"
+        );
+        for bad in [&b"t"[..], b"Basic dDp0", b"Bearer ", b"Bearer   "] {
+            let status = auth.check(Some(bad)).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Unauthenticated);
+            assert!(status.message().contains("must be `Bearer"), "{status}");
+        }
+    }
+
+    #[test]
+    fn replacing_the_tokens_drops_the_old_ones() {
+        let auth = auth(&["old"]);
+        auth.replace(&["new".to_owned()]);
+        assert!(auth.check(Some(b"Bearer new")).is_ok());
+        assert!(auth.check(Some(b"Bearer old")).is_err());
+    }
+
+    #[test]
+    fn a_token_file_without_tokens_is_refused_with_its_name() {
+        let path = std::env::temp_dir().join(format!("kcache-tokens-{}", std::process::id()));
+        std::fs::write(&path, "\n# nothing yet\n").unwrap();
+        let err = read_tokens(&path).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("no token"), "{err}");
+        std::fs::write(&path, "good\nwith\u{7f}del\n").unwrap();
+        let err = read_tokens(&path).unwrap_err().to_string();
+        assert!(err.contains("token 2"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+    }
+}

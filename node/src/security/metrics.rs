@@ -1,0 +1,82 @@
+//! Security metrics (prefix `kcache_`): what reloads did, and whom the node turned
+//! away. Registered into the node's registry, so /metrics shows them.
+
+use prometheus::core::Collector;
+use prometheus::{IntCounterVec, Opts};
+
+/// Counters of credential reloads, refused connections and refused calls.
+#[derive(Debug, Clone)]
+pub struct SecurityMetrics {
+    reloads: IntCounterVec,
+    handshakes: IntCounterVec,
+    unauthenticated: IntCounterVec,
+}
+
+impl Default for SecurityMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SecurityMetrics {
+    pub fn new() -> Self {
+        let counter = |name: &str, help: &str, label: &str| {
+            IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric")
+        };
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "credential_reloads_total",
+                "Changed credential files read, by credential (tls, token) and result (ok, \
+                 error: the previous credentials stay in use).",
+            ),
+            &["credential", "result"],
+        )
+        .expect("valid metric");
+        for credential in ["tls", "token"] {
+            for result in ["ok", "error"] {
+                reloads.with_label_values(&[credential, result]);
+            }
+        }
+        Self {
+            reloads,
+            handshakes: counter(
+                "tls_handshake_failures_total",
+                "Connections to the gRPC port dropped before TLS was up, by reason \
+                 (plaintext, handshake, timeout).",
+                "reason",
+            ),
+            unauthenticated: counter(
+                "unauthenticated_requests_total",
+                "Calls refused with UNAUTHENTICATED, by reason (missing, malformed, rejected).",
+                "reason",
+            ),
+        }
+    }
+
+    /// The collectors to register with the node's registry.
+    pub fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        vec![
+            Box::new(self.reloads.clone()),
+            Box::new(self.handshakes.clone()),
+            Box::new(self.unauthenticated.clone()),
+        ]
+    }
+
+    pub fn reloaded(&self, credential: &str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads.with_label_values(&[credential, result]).inc();
+    }
+
+    /// How many reloads of `credential` ended in `result` ("ok", "error").
+    pub fn reloads(&self, credential: &str, result: &str) -> u64 {
+        self.reloads.with_label_values(&[credential, result]).get()
+    }
+
+    pub fn handshake_failed(&self, reason: &str) {
+        self.handshakes.with_label_values(&[reason]).inc();
+    }
+
+    pub fn unauthenticated(&self, reason: &str) {
+        self.unauthenticated.with_label_values(&[reason]).inc();
+    }
+}

@@ -1,0 +1,141 @@
+//! Who may talk to a node, and how privately: TLS (optionally mutual) on the gRPC
+//! port, bearer tokens on the `Cache` and `Peer` services, the same credentials on the
+//! node's own connections to its peers, and the reloading of every file without a
+//! restart (Kubernetes rewrites a mounted Secret by swapping a symlink; cert-manager
+//! renews certificates weeks before they expire).
+//!
+//! Health and reflection stay open: the kubelet's gRPC probes speak neither TLS nor
+//! tokens, and the proto is published anyway. The admin HTTP port stays plaintext for
+//! the same reason (see SECURITY.md).
+
+pub mod auth;
+pub mod metrics;
+pub mod reload;
+pub mod tls;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kcache_client::{Tls, Token};
+
+pub use auth::Authenticator;
+pub use metrics::SecurityMetrics;
+pub use tls::ServerTls;
+
+/// How often credential files are checked for changes by default: a rotated
+/// certificate or token takes effect within this long of the kubelet writing it
+/// (which itself takes up to a minute or so), at the cost of reading a few small files.
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The files a node's credentials come from.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityConfig {
+    /// Serve TLS with these files; plaintext when unset.
+    pub tls: Option<TlsFiles>,
+    /// Accepted tokens, one a line; the first is what this node sends to its peers.
+    /// No authentication when unset.
+    pub token_file: Option<PathBuf>,
+    /// The name peers' certificates must carry when this node calls them; the host of
+    /// each peer's address when unset.
+    pub peer_server_name: Option<String>,
+    /// How often the files are checked for changes; [`DEFAULT_RELOAD_INTERVAL`] when
+    /// zero.
+    pub reload_interval: Duration,
+}
+
+/// Certificate files in the layout of a `kubernetes.io/tls` Secret (cert-manager's:
+/// tls.crt, tls.key, ca.crt).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// This node's certificate chain (PEM), served to clients and presented to peers.
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// When set, clients and peers must present a certificate signed by a CA in this
+    /// file (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+    /// The CAs peers' certificates are checked against when this node calls them;
+    /// `client_ca` when unset.
+    pub peer_ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// The CA file peer certificates are verified with, if any.
+    pub fn peer_roots(&self) -> Option<&PathBuf> {
+        self.peer_ca.as_ref().or(self.client_ca.as_ref())
+    }
+}
+
+/// Why credentials could not be loaded; the message names the file or flag.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Credentials(#[from] kcache_client::Error),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A node's loaded credentials. Each part is a shared handle the reload task updates.
+#[derive(Debug, Clone)]
+pub struct Security {
+    /// TLS of the gRPC listener.
+    pub tls: Option<ServerTls>,
+    /// The token check on the Cache and Peer services.
+    pub auth: Option<Authenticator>,
+    /// TLS of this node's connections to its peers (present when it has peers).
+    pub peer_tls: Option<Tls>,
+    /// The token this node sends to its peers.
+    pub peer_token: Option<Token>,
+    pub metrics: SecurityMetrics,
+}
+
+impl Security {
+    /// Reads every file once; `clustered` nodes also need what peer connections use.
+    pub fn load(
+        config: &SecurityConfig,
+        clustered: bool,
+        metrics: SecurityMetrics,
+    ) -> Result<Security, Error> {
+        let (tls, peer_tls) = match &config.tls {
+            None => (None, None),
+            Some(files) => {
+                let server = ServerTls::new(tls::server_config(files)?);
+                let peer = if clustered {
+                    let Some(_) = files.peer_roots() else {
+                        return Err(Error::Config(
+                            "TLS between peers needs a CA to check their certificates: set \
+                             --tls-ca-file (or --tls-client-ca-file)"
+                                .into(),
+                        ));
+                    };
+                    let peer = Tls::from_config(tls::peer_config(files)?);
+                    Some(match &config.peer_server_name {
+                        Some(name) => peer.with_server_name(name)?,
+                        None => peer,
+                    })
+                } else {
+                    None
+                };
+                (Some(server), peer)
+            }
+        };
+        let (auth, peer_token) = match &config.token_file {
+            None => (None, None),
+            Some(path) => {
+                let tokens = auth::read_tokens(path)?;
+                let peer_token = Token::new(&tokens[0])?;
+                (
+                    Some(Authenticator::new(&tokens, metrics.clone())),
+                    Some(peer_token),
+                )
+            }
+        };
+        Ok(Security {
+            tls,
+            auth,
+            peer_tls,
+            peer_token,
+            metrics,
+        })
+    }
+}
