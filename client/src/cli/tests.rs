@@ -188,3 +188,47 @@ async fn a_node_that_never_answers_times_out() {
     assert_eq!(code, EXIT_UNAVAILABLE, "{err}");
     assert!(started.elapsed() < Duration::from_secs(2), "{err}");
 }
+
+#[test]
+fn a_client_certificate_needs_its_key_and_a_ca() {
+    let err = parse(&[
+        "--tls-cert-file",
+        "c.pem",
+        "--tls-ca-file",
+        "ca.pem",
+        "stats",
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--tls-key-file"), "{err}");
+    let err = parse(&[
+        "--tls-cert-file",
+        "c.pem",
+        "--tls-key-file",
+        "k.pem",
+        "stats",
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--tls-ca-file"), "{err}");
+    let err = parse(&["--token-file", "t", "--token", "x", "stats"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot be used with"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreadable_credential_file_is_a_usage_error_naming_it() {
+    let (code, _, err) = run_args(&["--tls-ca-file", "/nonexistent/ca.crt", "get", "k"]).await;
+    assert_eq!(code, EXIT_USAGE);
+    assert!(
+        err.starts_with("error: credentials: /nonexistent/ca.crt: "),
+        "{err}"
+    );
+    let (code, _, err) = run_args(&["--token-file", "/nonexistent/token", "get", "k"]).await;
+    assert_eq!(code, EXIT_USAGE);
+    assert!(err.contains("/nonexistent/token"), "{err}");
+    let (code, _, err) = run_args(&["--token", "two words", "get", "k"]).await;
+    assert_eq!(code, EXIT_USAGE);
+    assert!(err.contains("--token / KCACHE_TOKEN"), "{err}");
+}
