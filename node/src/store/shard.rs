@@ -351,7 +351,7 @@ impl Shard {
             }
             // Least asked-for first; among equals the oldest write (versions grow
             // with time), which gives the policy a sense of recency for free.
-            let score = (self.sketch.estimate(hash), u64::MAX - slot.version);
+            let score = (self.sketch.estimate(hash), slot.version);
             if best.is_none_or(|(_, _, s)| score < s) {
                 best = Some((id, hash, score));
             }
