@@ -214,9 +214,11 @@ struct StoreCollector {
     misses: IntCounter,
     evictions: IntCounter,
     expirations: IntCounter,
+    tombstones_dropped: IntCounter,
     items: IntGauge,
     bytes: IntGauge,
     limit: IntGauge,
+    tombstones: IntGauge,
 }
 
 impl StoreCollector {
@@ -240,7 +242,15 @@ impl StoreCollector {
                 "expirations_total",
                 "Entries removed because their TTL passed.",
             ),
+            tombstones_dropped: counter(
+                "tombstones_dropped_total",
+                "Deletes forgotten before their horizon to keep tombstones within a sixteenth of the memory limit.",
+            ),
             items: gauge("items", "Entries in the store."),
+            tombstones: gauge(
+                "tombstones",
+                "Deletes remembered so that an older copy cannot bring their keys back.",
+            ),
             bytes: gauge(
                 "memory_bytes",
                 "Bytes charged against the memory limit (keys, values, per-entry overhead).",
@@ -249,12 +259,18 @@ impl StoreCollector {
         }
     }
 
-    fn counters(&self) -> [&IntCounter; 4] {
-        [&self.hits, &self.misses, &self.evictions, &self.expirations]
+    fn counters(&self) -> [&IntCounter; 5] {
+        [
+            &self.hits,
+            &self.misses,
+            &self.evictions,
+            &self.expirations,
+            &self.tombstones_dropped,
+        ]
     }
 
-    fn gauges(&self) -> [&IntGauge; 3] {
-        [&self.items, &self.bytes, &self.limit]
+    fn gauges(&self) -> [&IntGauge; 4] {
+        [&self.items, &self.bytes, &self.limit, &self.tombstones]
     }
 }
 
@@ -268,14 +284,20 @@ impl Collector for StoreCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let _one_at_a_time = self.refresh.lock();
         let stats = self.store.stats();
-        let totals = [stats.hits, stats.misses, stats.evictions, stats.expirations];
+        let totals = [
+            stats.hits,
+            stats.misses,
+            stats.evictions,
+            stats.expirations,
+            stats.tombstones_dropped,
+        ];
         for (counter, total) in self.counters().into_iter().zip(totals) {
             counter.inc_by(total.saturating_sub(counter.get()));
         }
-        for (gauge, value) in self
-            .gauges()
-            .into_iter()
-            .zip([stats.items, stats.bytes, stats.limit])
+        for (gauge, value) in
+            self.gauges()
+                .into_iter()
+                .zip([stats.items, stats.bytes, stats.limit, stats.tombstones])
         {
             gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
         }

@@ -201,6 +201,20 @@ impl Cluster {
     /// on its way ([`READ_THROUGH`]): its owners before the change and its other owners
     /// now, at their current addresses. Empty outside that window.
     pub fn read_through(&self, key: &[u8]) -> Vec<Member> {
+        self.elsewhere(key, false)
+    }
+
+    /// Where a newer copy of a key may be, for a write that reads the key's state (an
+    /// increment, a condition) while a handoff can still be on its way: as
+    /// [`Cluster::read_through`], but empty when this node already was the key's
+    /// primary before the change, whose copy every write went through. A member that
+    /// synced the key before it joined may hold an old copy that the handoff will
+    /// not replace (the write here would be newer), so a present key is no proof.
+    pub fn write_through(&self, key: &[u8]) -> Vec<Member> {
+        self.elsewhere(key, true)
+    }
+
+    fn elsewhere(&self, key: &[u8], unless_was_primary: bool) -> Vec<Member> {
         let previous = {
             let transition = self.transition.lock();
             if transition.moved.elapsed() > READ_THROUGH {
@@ -211,6 +225,9 @@ impl Cluster {
         let view = self.view();
         let mut found: Vec<Member> = Vec::new();
         let earlier = previous.owners(key, self.replication);
+        if unless_was_primary && earlier.first().is_some_and(|m| m.id == self.me.id) {
+            return Vec::new();
+        }
         for member in earlier
             .into_iter()
             .chain(view.owners(key, self.replication))

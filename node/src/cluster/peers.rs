@@ -102,6 +102,16 @@ pub fn to_proto(entry: Versioned) -> VersionedEntry {
     }
 }
 
+/// A remembered delete as sent to a key's other owners.
+pub fn deleted(tomb: &crate::store::Tombstone) -> VersionedEntry {
+    VersionedEntry {
+        key: tomb.key.clone(),
+        version: tomb.version,
+        deleted: true,
+        ..VersionedEntry::default()
+    }
+}
+
 /// Applies one replicated entry; returns whether it changed the store.
 pub fn apply(store: &Store, entry: VersionedEntry) -> Result<bool, Status> {
     let result = if entry.deleted {
@@ -188,38 +198,53 @@ impl proto::peer_server::Peer for PeerService {
         let (tx, rx) = mpsc::channel(2);
         let (store, cluster) = (self.store.clone(), self.cluster.clone());
         tokio::spawn(async move {
-            let mut cursor = Some(ScanCursor::default());
-            while let Some(at) = cursor {
-                let (batch, next) = store.scan(at, BATCH, BATCH_BYTES);
-                cursor = next;
-                // The asking member may not be in this node's view yet (it turns
-                // ready, and becomes an endpoint, only after this sync): place keys as
-                // they will be once it is.
+            // The asking member may not be in this node's view yet (it turns ready,
+            // and becomes an endpoint, only after this sync): place keys as they will
+            // be once it is.
+            let owned = |key: &[u8]| {
                 let view = cluster.view();
                 let mut members = view.members().to_vec();
                 members.push(Member {
                     id: member.clone(),
                     address: String::new(),
                 });
-                let joined = View::new(members);
-                let entries: Vec<_> = batch
-                    .into_iter()
-                    .filter(|e| {
-                        joined
-                            .owners(&e.key, cluster.replication)
-                            .iter()
-                            .any(|m| m.id == member)
-                    })
-                    .map(to_proto)
-                    .collect();
-                if entries.is_empty() {
-                    continue;
-                }
+                View::new(members)
+                    .owners(key, cluster.replication)
+                    .iter()
+                    .any(|m| m.id == member)
+            };
+            let send = |entries: Vec<VersionedEntry>| {
                 let message = ReplicateRequest {
                     entries,
                     from: cluster.me.id.clone(),
                 };
-                if tx.send(Ok(message)).await.is_err() {
+                let tx = tx.clone();
+                async move { tx.send(Ok(message)).await.is_ok() }
+            };
+            // Deletes first: an older copy from another peer is then refused however
+            // the streams interleave.
+            for batch in store.tombstones() {
+                let entries: Vec<_> = batch
+                    .iter()
+                    .filter(|t| owned(&t.key))
+                    .map(deleted)
+                    .collect();
+                for chunk in entries.chunks(BATCH) {
+                    if !send(chunk.to_vec()).await {
+                        return;
+                    }
+                }
+            }
+            let mut cursor = Some(ScanCursor::default());
+            while let Some(at) = cursor {
+                let (batch, next) = store.scan(at, BATCH, BATCH_BYTES);
+                cursor = next;
+                let entries: Vec<_> = batch
+                    .into_iter()
+                    .filter(|e| owned(&e.key))
+                    .map(to_proto)
+                    .collect();
+                if !entries.is_empty() && !send(entries).await {
                     return;
                 }
             }

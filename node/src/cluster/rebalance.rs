@@ -16,7 +16,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::Cluster;
-use super::peers::{BATCH, BATCH_BYTES, apply, to_proto};
+use super::peers::{BATCH, BATCH_BYTES, apply, deleted, to_proto};
 use crate::metrics::Metrics;
 use crate::store::{ScanCursor, Store, Versioned};
 
@@ -90,6 +90,40 @@ pub async fn hand_off(store: &Arc<Store>, cluster: &Cluster, old: &View, new: &V
             }
         }
     }
+    // Deletes travel with the entries: a new owner that learns of a key from another
+    // copy (an owner that missed the delete) must refuse it.
+    for batch in store.tombstones() {
+        let mut per_target: HashMap<&str, Vec<_>> = HashMap::new();
+        for tomb in &batch {
+            let owners = new.owners(&tomb.key, r);
+            let old_owners = old.owners(&tomb.key, r);
+            let mine = owners.iter().any(|o| o.id == me);
+            for owner in owners {
+                let new_owner = !old_owners.iter().any(|o| o.id == owner.id);
+                if owner.id != me && (new_owner || !mine) {
+                    per_target
+                        .entry(owner.address.as_str())
+                        .or_default()
+                        .push(deleted(tomb));
+                }
+            }
+        }
+        for (address, entries) in per_target {
+            let stream = streams
+                .entry(address.to_owned())
+                .or_insert_with(|| PeerStream::open(cluster, address));
+            let message = ReplicateRequest {
+                entries,
+                from: me.to_owned(),
+            };
+            if tokio::time::timeout(STALL, stream.tx.send(message))
+                .await
+                .is_err()
+            {
+                stream.stalled = true;
+            }
+        }
+    }
     for (address, stream) in streams {
         if let Err(err) = stream.finish().await {
             tracing::warn!(peer = %address, %err, "handoff failed");
@@ -153,11 +187,7 @@ async fn move_unowned(store: &Store, cluster: &Cluster, view: &View, outcome: &m
                 .owners(&entry.key, cluster.replication)
                 .iter()
                 .all(|o| !failed.contains(&o.address.as_str()));
-            if delivered
-                && store
-                    .apply_delete(&entry.key, entry.version)
-                    .unwrap_or(false)
-            {
+            if delivered && store.forget(&entry.key, entry.version) {
                 outcome.dropped += 1;
             }
         }
@@ -257,6 +287,9 @@ pub async fn run(
     let mut placed = cluster.view();
     metrics.set_members(placed.len());
     cluster.moved(Some(Arc::new(cluster.others())));
+    // Until the first change is placed, `placed` is this node alone, a view no member
+    // ever served: keys were on the others then.
+    let mut joining = true;
     loop {
         tokio::select! {
             changed = views.changed() => if changed.is_err() { return },
@@ -269,13 +302,19 @@ pub async fn run(
         tokio::time::sleep(SETTLE).await;
         let next = cluster.view();
         metrics.set_members(next.len());
+        let first = std::mem::replace(&mut joining, false);
         if next.epoch() == placed.epoch() {
             continue;
         }
         let addresses: Vec<&str> = next.members().iter().map(|m| m.address.as_str()).collect();
         cluster.peers.retain(&addresses);
         cluster.replicas.retain(&addresses);
-        cluster.moved(Some(placed.clone()));
+        let previous = if first {
+            Arc::new(next.without(&cluster.me.id))
+        } else {
+            placed.clone()
+        };
+        cluster.moved(Some(previous));
         let completed = pass(&store, &cluster, &metrics, &placed, &next).await;
         cluster.moved(None);
         if completed {

@@ -207,8 +207,8 @@ impl CacheService {
 
     /// Runs a write where it belongs: here when this node is the primary owner (or the
     /// first reachable one), otherwise at the owners in order. A write that `reads` the
-    /// key's current state (a condition, an increment, a touch) first fetches a key this
-    /// node lacks from where a handoff may still be bringing it.
+    /// key's current state (a condition, an increment, a touch) first takes in a newer
+    /// copy from where a handoff may still be bringing it ([`Self::fetch_newer`]).
     #[allow(clippy::too_many_arguments)] // the write's parts, each used once
     async fn write<Req: Clone + Send, Resp>(
         &self,
@@ -232,7 +232,7 @@ impl CacheService {
             }
         }
         if reads {
-            self.fetch_missing(key).await;
+            self.fetch_newer(key).await;
         }
         let applied = local(self, &message)?;
         if applied.replicate {
@@ -268,7 +268,8 @@ impl CacheService {
 
     /// A local miss while a handoff may still be on its way here is looked for at the
     /// key's previous and other owners, so a key that moved is not reported missing
-    /// before it arrives; the newest copy found wins.
+    /// before it arrives; the newest copy found wins, unless this node remembers a
+    /// newer delete of the key (a copy that missed the delete must not bring it back).
     async fn read_through(&self, key: &Bytes, local: GetResponse) -> GetResponse {
         if local.found {
             return local;
@@ -277,7 +278,19 @@ impl CacheService {
         if elsewhere.is_empty() {
             return local;
         }
-        let probes = elsewhere.iter().map(|member| {
+        let deleted = self.store.tombstone(key).unwrap_or(0);
+        match self.newest_at(key, &elsewhere).await {
+            Some(found) if found.version > deleted => {
+                self.metrics.read_through();
+                found
+            }
+            _ => local,
+        }
+    }
+
+    /// The newest copy of `key` the given members hold in their own stores.
+    async fn newest_at(&self, key: &Bytes, members: &[Member]) -> Option<GetResponse> {
+        let probes = members.iter().map(|member| {
             let mut client = self.cluster.peers.cache(&member.address);
             let mut request = Request::new(GetRequest { key: key.clone() });
             request.set_timeout(PROBE_TIMEOUT);
@@ -287,28 +300,33 @@ impl CacheService {
             );
             async move { client.get(request).await }
         });
-        let newest = futures::future::join_all(probes)
+        futures::future::join_all(probes)
             .await
             .into_iter()
             .filter_map(|reply| reply.ok().map(Response::into_inner))
             .filter(|reply| reply.found)
-            .max_by_key(|reply| reply.version);
-        if newest.is_some() {
-            self.metrics.read_through();
-        }
-        newest.unwrap_or(local)
+            .max_by_key(|reply| reply.version)
     }
 
-    /// Takes in the newest copy of a key this node lacks from the key's previous and
-    /// other owners while a handoff may be on its way ([`Cluster::read_through`]), so
-    /// a write that depends on the key's state sees it: an increment goes on from the
-    /// value the key had, an IfAbsent set does not succeed twice.
-    async fn fetch_missing(&self, key: &Bytes) {
-        if self.store.peek(key).is_some() {
+    /// Takes in a newer copy of the key from its previous and other owners while a
+    /// handoff may be on its way ([`Cluster::write_through`]), so a write that
+    /// depends on the key's state sees it: an increment goes on from the value the key
+    /// has, not from nothing or from the copy this node synced before it joined; an
+    /// IfAbsent set does not succeed twice. The store keeps the newer version and
+    /// refuses a copy older than a delete it remembers.
+    async fn fetch_newer(&self, key: &Bytes) {
+        let elsewhere = self.cluster.write_through(key);
+        if elsewhere.is_empty() {
             return;
         }
-        let found = self.read_through(key, GetResponse::default()).await;
-        if !found.found {
+        let Some(found) = self.newest_at(key, &elsewhere).await else {
+            return;
+        };
+        if self
+            .store
+            .peek(key)
+            .is_some_and(|local| local.version >= found.version)
+        {
             return;
         }
         let entry = crate::store::Versioned {
@@ -317,8 +335,10 @@ impl CacheService {
             version: found.version,
             ttl_ms: found.ttl_ms,
         };
-        if let Err(err) = self.store.apply(&entry) {
-            tracing::debug!(%err, "could not take in a fetched entry");
+        match self.store.apply(&entry) {
+            Ok(true) => self.metrics.read_through(),
+            Ok(false) => {}
+            Err(err) => tracing::debug!(%err, "could not take in a fetched entry"),
         }
     }
 

@@ -11,6 +11,7 @@
 mod clock;
 mod shard;
 mod sketch;
+mod tombstones;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +22,7 @@ use parking_lot::Mutex;
 
 pub use clock::{Clock, Hlc, ManualClock, SystemClock};
 use shard::{Counters, Shard};
+pub use tombstones::{TOMBSTONE_HORIZON, Tombstone, tombstone_charge};
 
 /// Bytes charged per entry for the structures around it: the 32-byte slot, about
 /// 8 bytes of hash index (4-byte ids at hashbrown's load factors), 4 to 8 bytes of
@@ -174,6 +176,10 @@ pub struct StoreStats {
     pub misses: u64,
     pub evictions: u64,
     pub expirations: u64,
+    /// Deletes remembered ([`TOMBSTONE_HORIZON`]), and those forgotten early to stay
+    /// within their share of the memory limit.
+    pub tombstones: u64,
+    pub tombstones_dropped: u64,
 }
 
 /// Hashes keys with a per-store seed, so one store's layout says nothing of another's.
@@ -245,14 +251,15 @@ impl Store {
 
     /// Adds a shard's unpublished byte change to the store-wide total.
     fn publish(&self, shard: &mut Shard) {
-        if shard.bytes >= shard.published {
+        let charged = shard.charged();
+        if charged >= shard.published {
             self.used
-                .fetch_add(shard.bytes - shard.published, Ordering::Relaxed);
+                .fetch_add(charged - shard.published, Ordering::Relaxed);
         } else {
             self.used
-                .fetch_sub(shard.published - shard.bytes, Ordering::Relaxed);
+                .fetch_sub(shard.published - charged, Ordering::Relaxed);
         }
-        shard.published = shard.bytes;
+        shard.published = charged;
     }
 
     /// Checks a key against the key limits.
@@ -344,8 +351,9 @@ impl Store {
             });
         }
         let version = self.hlc.next(self.clock.wall_ms());
+        shard.tombs.clear(key);
         let id = shard.upsert(hash, key, value, version, self.expires_at(ttl, now));
-        self.make_room(index, shard, id, now);
+        self.make_room(index, shard, Some(id), now);
         Ok(SetOutcome {
             stored: true,
             version,
@@ -358,12 +366,12 @@ impl Store {
         &self,
         index: usize,
         mut shard: parking_lot::MutexGuard<'_, Shard>,
-        written: u32,
+        written: Option<u32>,
         now: u64,
     ) {
         self.publish(&mut shard);
         while self.used.load(Ordering::Relaxed) > self.limits.max_memory
-            && shard.evict_one(now, Some(written))
+            && shard.evict_one(now, written)
         {
             self.publish(&mut shard);
         }
@@ -382,11 +390,15 @@ impl Store {
     }
 
     /// Deletes a key, or only if its version matches. Returns whether it deleted.
+    /// A delete that may have to reach other copies (it deleted, or it was
+    /// unconditional: replicas may hold a key this node lacks) leaves a tombstone at a
+    /// fresh version, which [`Store::tombstone`] reports for replication.
     pub fn delete(&self, key: &[u8], if_version: Option<u64>) -> Result<bool, StoreError> {
         self.check_key(key)?;
         let hash = self.hasher.hash(key);
         let now = self.clock.monotonic_ms();
-        let mut shard = self.shards[self.shard_of(hash)].lock();
+        let index = self.shard_of(hash);
+        let mut shard = self.shards[index].lock();
         let deleted = match shard.find_live(hash, key, now) {
             Some(id) if if_version.is_none_or(|v| v == shard.version(id)) => {
                 shard.delete(id, hash);
@@ -394,8 +406,40 @@ impl Store {
             }
             _ => false,
         };
-        self.publish(&mut shard);
+        if deleted || if_version.is_none() {
+            let version = self.hlc.next(self.clock.wall_ms());
+            self.remember_delete(&mut shard, key, version, now);
+            self.make_room(index, shard, None, now);
+        } else {
+            self.publish(&mut shard);
+        }
         Ok(deleted)
+    }
+
+    fn remember_delete(&self, shard: &mut Shard, key: &[u8], version: u64, now: u64) {
+        let until = now + TOMBSTONE_HORIZON.as_millis() as u64;
+        let cap = self.limits.max_memory / 16 / SHARDS as u64;
+        shard.tombs.record(key, version, until, cap);
+    }
+
+    /// The version at which the key was deleted, while that is remembered
+    /// ([`TOMBSTONE_HORIZON`]) and no newer entry replaced it.
+    pub fn tombstone(&self, key: &[u8]) -> Option<u64> {
+        let hash = self.hasher.hash(key);
+        let now = self.clock.monotonic_ms();
+        self.shards[self.shard_of(hash)]
+            .lock()
+            .tombs
+            .version(key, now)
+    }
+
+    /// The remembered deletes, one shard's at a time (for handoff and sync).
+    pub fn tombstones(&self) -> impl Iterator<Item = Vec<Tombstone>> + '_ {
+        let now = self.clock.monotonic_ms();
+        self.shards
+            .iter()
+            .map(move |shard| shard.lock().tombs.snapshot(now))
+            .filter(|batch| !batch.is_empty())
     }
 
     /// Gives a key a new TTL. Returns whether the key was there.
@@ -440,8 +484,9 @@ impl Store {
         })?;
         let version = self.hlc.next(self.clock.wall_ms());
         let text = value.to_string();
+        shard.tombs.clear(key);
         let id = shard.upsert(hash, key, text.as_bytes(), version, expires_at);
-        self.make_room(index, shard, id, now);
+        self.make_room(index, shard, Some(id), now);
         Ok((value, version))
     }
 
@@ -496,6 +541,15 @@ impl Store {
         let index = self.shard_of(hash);
         let mut shard = self.shards[index].lock();
         let expires_at = self.expires_at(ttl, now);
+        if shard
+            .tombs
+            .version(&entry.key, now)
+            .is_some_and(|deleted| deleted >= entry.version)
+        {
+            // A copy from before the key's delete: it must not bring the key back.
+            self.publish(&mut shard);
+            return Ok(false);
+        }
         match shard.find_live(hash, &entry.key, now) {
             Some(id) if shard.version(id) > entry.version => {
                 self.publish(&mut shard);
@@ -513,19 +567,45 @@ impl Store {
                 Ok(same)
             }
             _ => {
+                shard.tombs.clear(&entry.key);
                 let id = shard.upsert(hash, &entry.key, &entry.value, entry.version, expires_at);
-                self.make_room(index, shard, id, now);
+                self.make_room(index, shard, Some(id), now);
                 Ok(true)
             }
         }
     }
 
     /// Applies a delete made elsewhere: removes the key unless the local entry is newer
-    /// than `version`. Returns whether it removed anything.
+    /// than `version`, and remembers the delete (a tombstone) so an older copy that
+    /// arrives later is refused. Returns whether it removed anything.
     pub fn apply_delete(&self, key: &[u8], version: u64) -> Result<bool, StoreError> {
         self.check_key(key)?;
         self.check_version(version)?;
         self.hlc.observe(version);
+        let hash = self.hasher.hash(key);
+        let now = self.clock.monotonic_ms();
+        let index = self.shard_of(hash);
+        let mut shard = self.shards[index].lock();
+        let (removed, newer) = match shard.find_live(hash, key, now) {
+            Some(id) if shard.version(id) <= version => {
+                shard.delete(id, hash);
+                (true, false)
+            }
+            Some(_) => (false, true),
+            None => (false, false),
+        };
+        if newer {
+            self.publish(&mut shard);
+        } else {
+            self.remember_delete(&mut shard, key, version, now);
+            self.make_room(index, shard, None, now);
+        }
+        Ok(removed)
+    }
+
+    /// Drops a key this node handed off, without remembering a delete: its new owners
+    /// have it. Removes it only if its version is still `version` or older.
+    pub fn forget(&self, key: &[u8], version: u64) -> bool {
         let hash = self.hasher.hash(key);
         let now = self.clock.monotonic_ms();
         let mut shard = self.shards[self.shard_of(hash)].lock();
@@ -537,7 +617,7 @@ impl Store {
             _ => false,
         };
         self.publish(&mut shard);
-        Ok(removed)
+        removed
     }
 
     /// Copies out up to `max` live entries, and no more than `max_bytes` of keys and
@@ -613,6 +693,8 @@ impl Store {
             stats.misses += misses;
             stats.evictions += evictions;
             stats.expirations += expirations;
+            stats.tombstones += shard.tombs.len() as u64;
+            stats.tombstones_dropped += shard.tombs.dropped;
         }
         stats.bytes = self.used.load(Ordering::Relaxed);
         stats

@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use hashbrown::HashTable;
 
+use super::tombstones::Tombstones;
 use super::{Entry, KeyHasher, charge, sketch::FrequencySketch};
 
 /// Slots per slab chunk. Chunks never move, so the slab grows without copying and
@@ -100,9 +101,11 @@ pub(crate) struct Shard {
     pub compactions: u64,
     /// Bytes of the live entries, as charged against the memory limit.
     pub bytes: u64,
-    /// The part of `bytes` already added to the store-wide total.
+    /// The part of [`Shard::charged`] already added to the store-wide total.
     pub published: u64,
     pub counters: Counters,
+    /// Deletes remembered (their bytes are charged too).
+    pub tombs: Tombstones,
 }
 
 impl Shard {
@@ -120,7 +123,13 @@ impl Shard {
             bytes: 0,
             published: 0,
             counters: Counters::default(),
+            tombs: Tombstones::default(),
         }
+    }
+
+    /// Bytes charged against the memory limit: entries and tombstones.
+    pub(crate) fn charged(&self) -> u64 {
+        self.bytes + self.tombs.bytes
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -393,6 +402,7 @@ impl Shard {
                 removed += 1;
             }
         }
+        self.tombs.expire(now);
         self.compact_if_sparse();
         removed
     }

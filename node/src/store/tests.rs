@@ -146,7 +146,7 @@ fn conditional_sets_follow_absent_present_and_version() {
 
 #[test]
 fn delete_by_version_only_removes_the_matching_version() {
-    let (store, _) = store();
+    let (store, clock) = store();
     let v = store
         .set(b"k", b"v", Ttl::Never, Condition::Always)
         .unwrap()
@@ -154,6 +154,10 @@ fn delete_by_version_only_removes_the_matching_version() {
     assert!(!store.delete(b"k", Some(v + 1)).unwrap());
     assert!(store.delete(b"k", Some(v)).unwrap());
     assert!(!store.delete(b"k", None).unwrap());
+    // What is left is the delete's tombstone, until its horizon.
+    assert_eq!(store.stats().bytes, tombstone_charge(1));
+    clock.advance(TOMBSTONE_HORIZON);
+    store.sweep_expired(16);
     assert_eq!(store.stats().bytes, 0);
 }
 
@@ -343,7 +347,11 @@ fn concurrent_writers_and_readers_keep_the_accounting_exact() {
     let stats = store.stats();
     assert!(stats.bytes <= 512 << 10);
     let per_entry = charge(1 + 4 + 64);
-    assert_eq!(stats.bytes, stats.items * per_entry, "{stats:?}");
+    assert_eq!(
+        stats.bytes,
+        stats.items * per_entry + stats.tombstones * tombstone_charge(4),
+        "{stats:?}"
+    );
 }
 
 /// Reference LRU by entry count, for the hit-ratio comparison.
@@ -571,4 +579,104 @@ fn a_scan_batch_keeps_to_its_byte_budget_unless_one_entry_alone_is_larger() {
         cursor = next;
     }
     assert_eq!(seen, 100);
+}
+
+#[test]
+fn a_copy_older_than_a_delete_cannot_bring_the_key_back() {
+    // The replica that missed the delete hands its old copy over, or answers a
+    // read-through: the delete's tombstone refuses it.
+    let (store, _) = store();
+    let written = store
+        .set(b"k", b"v", Ttl::Never, Condition::Always)
+        .unwrap();
+    assert!(store.delete(b"k", None).unwrap());
+    let deleted_at = store.tombstone(b"k").expect("a delete leaves a tombstone");
+    assert!(deleted_at > written.version);
+    assert!(!store.apply(&versioned("k", "v", written.version)).unwrap());
+    assert_eq!(store.get(b"k").unwrap(), None);
+    // A write after the delete is newer and wins, and clears the tombstone.
+    assert!(
+        store
+            .apply(&versioned("k", "later", deleted_at + 1))
+            .unwrap()
+    );
+    assert_eq!(store.get(b"k").unwrap().unwrap().value.as_ref(), b"later");
+    assert_eq!(store.tombstone(b"k"), None);
+}
+
+#[test]
+fn a_replicated_delete_is_remembered_even_for_a_key_never_seen() {
+    let (store, _) = store();
+    assert!(!store.apply_delete(b"k", 100).unwrap());
+    assert!(!store.apply(&versioned("k", "stale", 99)).unwrap());
+    assert!(!store.apply(&versioned("k", "stale", 100)).unwrap());
+    assert_eq!(store.get(b"k").unwrap(), None);
+    // An unconditional local delete of a missing key also remembers (its replicas may
+    // hold the key); a failed conditional one changes nothing.
+    assert!(!store.delete(b"absent", None).unwrap());
+    assert!(store.tombstone(b"absent").is_some());
+    store
+        .set(b"c", b"v", Ttl::Never, Condition::Always)
+        .unwrap();
+    assert!(!store.delete(b"c", Some(1)).unwrap());
+    assert_eq!(store.tombstone(b"c"), None);
+}
+
+#[test]
+fn tombstones_are_forgotten_after_their_horizon_and_are_charged_meanwhile() {
+    let (store, clock) = store();
+    let before = store.stats().bytes;
+    store.apply_delete(b"gone", 100).unwrap();
+    let stats = store.stats();
+    assert_eq!(stats.tombstones, 1);
+    assert!(stats.bytes > before, "tombstones count against the limit");
+    assert_eq!(
+        store.tombstones().flatten().collect::<Vec<_>>(),
+        vec![Tombstone {
+            key: Bytes::from_static(b"gone"),
+            version: 100
+        }]
+    );
+    clock.advance(TOMBSTONE_HORIZON);
+    store.sweep_expired(16);
+    assert_eq!(store.tombstone(b"gone"), None);
+    assert_eq!(store.stats().tombstones, 0);
+    assert_eq!(store.stats().bytes, before);
+    assert!(store.apply(&versioned("gone", "back", 50)).unwrap());
+}
+
+#[test]
+fn handing_a_key_off_forgets_it_without_a_tombstone() {
+    let (store, _) = store();
+    let written = store
+        .set(b"k", b"v", Ttl::Never, Condition::Always)
+        .unwrap();
+    assert!(store.forget(b"k", written.version));
+    assert_eq!(store.tombstone(b"k"), None);
+    // Handed back later (the member set moved again), it is taken.
+    assert!(store.apply(&versioned("k", "v", written.version)).unwrap());
+}
+
+#[test]
+fn a_flood_of_deletes_keeps_tombstones_within_their_share_of_the_limit() {
+    let limit = 1 << 20;
+    let (store, _) = store_with(Limits {
+        max_memory: limit,
+        ..Limits::default()
+    });
+    for i in 0..100_000u32 {
+        store.apply_delete(&i.to_be_bytes(), 10).unwrap();
+    }
+    let stats = store.stats();
+    assert!(
+        stats.bytes <= limit / 16 + limit / 64,
+        "{} bytes",
+        stats.bytes
+    );
+    assert!(stats.tombstones_dropped > 0);
+    assert_eq!(
+        stats.tombstones + stats.tombstones_dropped,
+        100_000,
+        "every delete is remembered or counted as forgotten"
+    );
 }

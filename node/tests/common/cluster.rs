@@ -11,6 +11,7 @@ use kcache_node::cluster::WriteAck;
 use kcache_node::server::{Discovery, NodeConfig, serve};
 use kcache_node::store::Limits;
 use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio_stream::StreamExt;
@@ -22,6 +23,7 @@ use tonic_health::pb::{
 pub struct Node {
     pub id: String,
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), kcache_node::server::Error>>,
 }
@@ -54,6 +56,31 @@ impl Node {
             }
         }
         panic!("{}: health stream ended before SERVING", self.id);
+    }
+
+    /// Handoff passes this node has finished (each member change it saw starts one).
+    pub async fn handoff_passes(&self) -> u64 {
+        let mut stream = tokio::net::TcpStream::connect(self.admin).await.unwrap();
+        let request = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+            .lines()
+            .find_map(|l| l.strip_prefix("kcache_handoff_duration_seconds_count "))
+            .map_or(0, |n| n.trim().parse().unwrap())
+    }
+
+    /// Waits until this node has finished `n` handoff passes.
+    pub async fn handoff_passes_reach(&self, n: u64) {
+        let wait = async {
+            while self.handoff_passes().await < n {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .unwrap_or_else(|_| panic!("{}: fewer than {n} handoff passes in 30 s", self.id));
     }
 
     /// SIGTERM: drains, hands off, stops.
@@ -103,14 +130,27 @@ impl Cluster {
 
     /// Pod `ordinal` of generation `generation`: the same id every time, a new IP.
     pub async fn start(&self, ordinal: u8, generation: u8) -> Node {
+        self.start_watching(ordinal, generation, self.views.subscribe())
+            .await
+    }
+
+    /// As [`Cluster::start`], but the node sees the members `views` reports (tests
+    /// that give nodes different views of the cluster: a partition, a late update).
+    pub async fn start_watching(
+        &self,
+        ordinal: u8,
+        generation: u8,
+        views: watch::Receiver<Arc<View>>,
+    ) -> Node {
         let id = format!("kcache-{ordinal}");
         let ip = format!("127.0.{}.{}", generation + 1, ordinal + 10);
         let grpc = TcpListener::bind(format!("{ip}:0")).await.unwrap();
         let admin = TcpListener::bind(format!("{ip}:0")).await.unwrap();
         let addr = grpc.local_addr().unwrap();
+        let admin_addr = admin.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel();
         let config = NodeConfig {
-            discovery: Discovery::Watch(self.views.subscribe()),
+            discovery: Discovery::Watch(views),
             replication: self.replication,
             write_ack: WriteAck::All,
             drain_timeout: self.drain_timeout,
@@ -122,6 +162,7 @@ impl Cluster {
         Node {
             id,
             addr,
+            admin: admin_addr,
             stop: Some(stop),
             task,
         }

@@ -1,0 +1,210 @@
+//! Deletes remembered for a while, so that a copy of a key which missed its delete (a
+//! replica that was unreachable when it was sent, a previous owner handing the key
+//! off, a peer answering a read-through) cannot bring the key back: an entry whose
+//! version is not newer than the key's tombstone is refused.
+//!
+//! A tombstone lives [`TOMBSTONE_HORIZON`]: far longer than a handoff or a replication
+//! retry takes, and long enough for several anti-entropy rounds to remove the stale
+//! copy itself. Tombstones are charged against the memory limit like entries, and may
+//! take at most a sixteenth of it; past that the oldest go first (counted), which
+//! reopens the window for those keys only.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// How long a delete is remembered.
+pub const TOMBSTONE_HORIZON: Duration = Duration::from_secs(600);
+
+/// Bytes charged per tombstone besides its key: the map entry (key handle, version,
+/// deadline), its place in the expiry queue and the key's heap block.
+const OVERHEAD: u64 = 112;
+
+/// What a tombstone of a `key_len`-byte key is charged against the memory limit.
+pub const fn tombstone_charge(key_len: usize) -> u64 {
+    key_len as u64 + OVERHEAD
+}
+
+/// A remembered delete, as scanned for handoff and sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    pub key: Bytes,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    version: u64,
+    /// Monotonic millisecond after which it is forgotten.
+    until: u64,
+}
+
+/// One shard's tombstones. Runs under the shard's lock; reads no clock.
+#[derive(Debug, Default)]
+pub(crate) struct Tombstones {
+    marks: HashMap<Bytes, Mark>,
+    /// Keys in the order their marks were last set; an element whose deadline no
+    /// longer matches its mark is stale and skipped.
+    queue: VecDeque<(u64, Bytes)>,
+    /// Bytes charged for the marks.
+    pub bytes: u64,
+    /// Marks forgotten before their horizon to stay within the cap.
+    pub dropped: u64,
+}
+
+fn cost(key: &[u8]) -> u64 {
+    tombstone_charge(key.len())
+}
+
+impl Tombstones {
+    pub(crate) fn len(&self) -> usize {
+        self.marks.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.marks.is_empty()
+    }
+
+    /// The version of the key's live tombstone, if any.
+    pub(crate) fn version(&self, key: &[u8], now: u64) -> Option<u64> {
+        if self.is_empty() {
+            return None;
+        }
+        self.marks
+            .get(key)
+            .filter(|m| m.until > now)
+            .map(|m| m.version)
+    }
+
+    /// Remembers that `key` was deleted at `version` (the newer of two deletes wins)
+    /// until `until`; forgets the oldest marks while their bytes exceed `cap`.
+    pub(crate) fn record(&mut self, key: &[u8], version: u64, until: u64, cap: u64) {
+        let key = Bytes::copy_from_slice(key);
+        match self.marks.get_mut(&key) {
+            Some(mark) => {
+                mark.version = mark.version.max(version);
+                mark.until = until;
+            }
+            None => {
+                self.bytes += cost(&key);
+                self.marks.insert(key.clone(), Mark { version, until });
+            }
+        }
+        self.queue.push_back((until, key));
+        while self.bytes > cap && self.pop_oldest() {
+            self.dropped += 1;
+        }
+        if self.queue.len() > 2 * self.marks.len() + 64 {
+            self.rebuild_queue();
+        }
+    }
+
+    /// Forgets the key's mark: a newer entry was written.
+    pub(crate) fn clear(&mut self, key: &[u8]) {
+        if self.is_empty() {
+            return;
+        }
+        if self.marks.remove(key).is_some() {
+            self.bytes -= cost(key);
+        }
+    }
+
+    /// Forgets the marks past their horizon; returns how many.
+    pub(crate) fn expire(&mut self, now: u64) -> usize {
+        let mut removed = 0;
+        while let Some((until, _)) = self.queue.front() {
+            if *until > now {
+                break;
+            }
+            removed += usize::from(self.pop_oldest());
+        }
+        removed
+    }
+
+    /// Every live mark, for handoff and sync.
+    pub(crate) fn snapshot(&self, now: u64) -> Vec<Tombstone> {
+        self.marks
+            .iter()
+            .filter(|(_, m)| m.until > now)
+            .map(|(key, m)| Tombstone {
+                key: key.clone(),
+                version: m.version,
+            })
+            .collect()
+    }
+
+    /// Removes the queue's front and, unless it is stale, its mark. Returns whether a
+    /// mark went.
+    fn pop_oldest(&mut self) -> bool {
+        let Some((until, key)) = self.queue.pop_front() else {
+            return false;
+        };
+        match self.marks.get(&key) {
+            Some(mark) if mark.until == until => {
+                self.marks.remove(&key);
+                self.bytes -= cost(&key);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn rebuild_queue(&mut self) {
+        let mut queue: Vec<(u64, Bytes)> = self
+            .marks
+            .iter()
+            .map(|(key, m)| (m.until, key.clone()))
+            .collect();
+        queue.sort_unstable_by_key(|(until, _)| *until);
+        self.queue = queue.into();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newer_delete_wins_and_marks_expire_at_their_horizon() {
+        let mut t = Tombstones::default();
+        t.record(b"k", 10, 100, u64::MAX);
+        t.record(b"k", 7, 200, u64::MAX);
+        assert_eq!(t.version(b"k", 150), Some(10));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.bytes, cost(b"k"));
+        // The first queue element is stale (its deadline moved to 200).
+        assert_eq!(t.expire(150), 0);
+        assert_eq!(t.version(b"k", 150), Some(10));
+        assert_eq!(t.expire(200), 1);
+        assert_eq!(t.version(b"k", 150), None);
+        assert_eq!(t.bytes, 0);
+    }
+
+    #[test]
+    fn the_cap_forgets_the_oldest_first() {
+        let mut t = Tombstones::default();
+        let cap = 3 * cost(b"k1");
+        for (i, key) in [b"k1", b"k2", b"k3", b"k4"].iter().enumerate() {
+            t.record(*key, 1, 100 + i as u64, cap);
+        }
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.dropped, 1);
+        assert_eq!(t.version(b"k1", 0), None);
+        assert_eq!(t.version(b"k4", 0), Some(1));
+        assert!(t.bytes <= cap);
+    }
+
+    #[test]
+    fn clearing_returns_the_bytes_and_the_queue_stays_bounded() {
+        let mut t = Tombstones::default();
+        for i in 0..10_000u64 {
+            t.record(b"same", i, i, u64::MAX);
+        }
+        assert!(t.queue.len() <= 2 * t.len() + 65, "{}", t.queue.len());
+        t.clear(b"same");
+        assert!(t.is_empty());
+        assert_eq!(t.bytes, 0);
+        assert_eq!(t.snapshot(0), vec![]);
+    }
+}
