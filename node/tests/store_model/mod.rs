@@ -162,6 +162,9 @@ pub enum Op {
     Settle,
 }
 
+/// The most a remembered delete may be charged besides its key.
+pub const TOMBSTONE_ALLOWANCE: u64 = 256;
+
 /// How far [`Op::Settle`] moves the clock: a day, beyond the longest TTL the ops use
 /// and any tombstone horizon.
 pub const SETTLE: Duration = Duration::from_secs(24 * 3600);
@@ -701,15 +704,21 @@ impl Checker {
         let stats = self.store.stats();
         let live: u64 = self.live.iter().map(|(k, h)| h.charge(k)).sum();
         let expired: u64 = self.expired.values().sum();
+        // A remembered delete may be charged: its key and a bounded overhead.
+        let tombstones: u64 = self
+            .deleted
+            .keys()
+            .map(|k| k.len() as u64 + TOMBSTONE_ALLOWANCE)
+            .sum();
         if stats.bytes > self.limits.max_memory {
             return Err(format!(
                 "{} bytes charged over the limit of {}",
                 stats.bytes, self.limits.max_memory
             ));
         }
-        if stats.bytes < live || stats.bytes > live + expired {
+        if stats.bytes < live || stats.bytes > live + expired + tombstones {
             return Err(format!(
-                "{} bytes charged; the live entries are {live} bytes and the expired ones not yet removed {expired}",
+                "{} bytes charged; the live entries are {live} bytes, the expired ones not yet removed {expired}, the deletes that may be remembered at most {tombstones}",
                 stats.bytes
             ));
         }
