@@ -142,28 +142,42 @@ pub struct PrometheusRuleSpec {
     pub labels: Option<BTreeMap<String, String>>,
 }
 
-/// TLS for client and peer connections. Not served by kcache-node yet: a cluster
-/// that sets it is reported Degraded and left as it was, rather than run in plaintext.
+/// TLS for client and peer traffic on the gRPC port. The Secret is mounted into every
+/// node and re-read when it changes, so renewing the certificate (cert-manager does
+/// so before it expires) needs no restart; pointing secretName at another Secret rolls
+/// the nodes. The certificate must be valid for the names clients dial (for example
+/// `<name>.<namespace>.svc` and `<name>-headless.<namespace>.svc.cluster.local`) and
+/// for `<name>-headless.<namespace>.svc`, the name nodes check each other against.
+/// The admin port (metrics, probes) stays plaintext; the kubelet then probes
+/// readiness and liveness over HTTP on it, since gRPC probes cannot speak TLS.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsSpec {
-    /// A Secret of type kubernetes.io/tls in the cluster's namespace (tls.crt, tls.key
-    /// and optionally ca.crt).
+    /// A Secret of type kubernetes.io/tls in the cluster's namespace, in
+    /// cert-manager's layout: tls.crt (the nodes' certificate chain), tls.key and
+    /// ca.crt (the CA nodes check each other's certificates against; required).
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
+    /// Mutual TLS: clients and nodes must present a certificate signed by the
+    /// Secret's ca.crt, or the connection is refused during the handshake.
+    #[serde(default)]
+    pub require_client_certificate: bool,
 }
 
-/// Token authentication. Not enforced by kcache-node yet: a cluster that sets it is
-/// reported Degraded and left as it was, rather than run open.
+/// Token authentication: every call to the cache (and between nodes) must carry
+/// `authorization: Bearer <token>` with a token from the Secret, or it is answered
+/// UNAUTHENTICATED. gRPC health and reflection stay open. The Secret is re-read when
+/// it changes: to rotate, put the new token on a second line (both are accepted),
+/// then on the first (nodes send the first to each other), then remove the old one.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthSpec {
-    /// A Secret in the cluster's namespace holding the token clients must present.
+    /// A Secret in the cluster's namespace holding the accepted tokens.
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
-    /// The key in the Secret that holds the token.
+    /// The key in the Secret that holds the tokens, one a line.
     #[serde(default = "default_token_key")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), pattern("^[-._a-zA-Z0-9]+$"))]
     pub key: String,
 }
 

@@ -197,7 +197,7 @@ pub struct CacheClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
 
-    /// Token authentication for clients, from a Secret.
+    /// Token authentication of clients and of nodes to each other, from a Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
 

@@ -81,3 +81,35 @@ fn the_minimal_example_renders_a_command_line_the_node_accepts() {
         Discovery::Kubernetes { .. }
     ));
 }
+
+#[test]
+fn the_secure_example_hands_the_node_its_secrets_files() {
+    let rendered = render(
+        include_str!("../../examples/cachecluster-secure.yaml"),
+        &BuildOptions::default(),
+    )
+    .unwrap();
+    let args = Args::try_parse_from(node_command_line(&rendered)).unwrap();
+    let security = args.security(&args.discovery().unwrap());
+    let tls = security.tls.expect("TLS files");
+    assert_eq!(tls.cert.to_str(), Some("/etc/kcache/tls/tls.crt"));
+    assert_eq!(tls.key.to_str(), Some("/etc/kcache/tls/tls.key"));
+    assert_eq!(
+        tls.client_ca.as_deref().and_then(|p| p.to_str()),
+        Some("/etc/kcache/tls/ca.crt")
+    );
+    assert_eq!(
+        tls.peer_ca.as_deref().and_then(|p| p.to_str()),
+        Some("/etc/kcache/tls/ca.crt")
+    );
+    assert_eq!(
+        security.token_file.as_deref().and_then(|p| p.to_str()),
+        Some("/etc/kcache/auth/token")
+    );
+    // The name the example's comment tells cert-manager to put in the certificate
+    // (rendered without a namespace, the example lands in "default").
+    assert_eq!(
+        security.peer_server_name.as_deref(),
+        Some("secure-headless.default.svc")
+    );
+}

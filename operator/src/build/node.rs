@@ -2,9 +2,11 @@
 //! downward-API environment, probes, ports and a restricted security context.
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, GRPCAction, ObjectFieldSelector,
-    Probe, SeccompProfile, SecurityContext,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, GRPCAction, HTTPGetAction,
+    KeyToPath, ObjectFieldSelector, Probe, SeccompProfile, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kcache_crd::units;
 
 use super::Cluster;
@@ -19,6 +21,16 @@ pub const READINESS_SERVICE: &str = "kcache.v1.Cache";
 /// An unprivileged uid and gid (the distroless `nonroot` user), for the restricted
 /// Pod Security Standard.
 pub const RUN_AS: i64 = 65532;
+/// Where spec.tls's Secret is mounted (tls.crt, tls.key, ca.crt).
+pub const TLS_DIR: &str = "/etc/kcache/tls";
+/// Where spec.auth's Secret is mounted; its key is the file `token`.
+pub const AUTH_DIR: &str = "/etc/kcache/auth";
+/// The volumes of those Secrets.
+pub const TLS_VOLUME: &str = "tls";
+pub const AUTH_VOLUME: &str = "auth";
+/// Secret files readable by the node's group only (the pod's fsGroup), not by
+/// every user in the container.
+const SECRET_MODE: i32 = 0o440;
 
 /// The kcache-node container of a cluster.
 pub fn container(cluster: &Cluster<'_>) -> Container {
@@ -43,10 +55,9 @@ pub fn container(cluster: &Cluster<'_>) -> Container {
             port(GRPC_PORT_NAME, GRPC_PORT),
             port(ADMIN_PORT_NAME, ADMIN_PORT),
         ]),
-        readiness_probe: Some(grpc_probe(Some(READINESS_SERVICE), 5, 2)),
-        // The empty service name is the server's overall health, which stays SERVING
-        // while the node drains: a draining node is not ready but must not be killed.
-        liveness_probe: Some(grpc_probe(None, 10, 3)),
+        readiness_probe: Some(readiness_probe(cluster)),
+        liveness_probe: Some(liveness_probe(cluster)),
+        volume_mounts: mounts(cluster),
         resources: cluster.resource.spec.resources.clone(),
         security_context: Some(restricted_security_context()),
         ..Container::default()
@@ -80,8 +91,110 @@ pub fn args(cluster: &Cluster<'_>) -> Vec<String> {
         "--drain-timeout={}",
         units::node_duration(settings.drain_timeout)
     ));
+    if let Some(tls) = &spec.tls {
+        args.push(format!("--tls-cert-file={TLS_DIR}/tls.crt"));
+        args.push(format!("--tls-key-file={TLS_DIR}/tls.key"));
+        // Peers check each other against the CA, under the headless Service's name
+        // (the node's default with --discovery kubernetes).
+        args.push(format!("--tls-ca-file={TLS_DIR}/ca.crt"));
+        if tls.require_client_certificate {
+            args.push(format!("--tls-client-ca-file={TLS_DIR}/ca.crt"));
+        }
+    }
+    if spec.auth.is_some() {
+        args.push(format!("--auth-token-file={AUTH_DIR}/token"));
+    }
     args.push("--log-format=json".to_owned());
     args
+}
+
+/// The Secret volumes of spec.tls and spec.auth. Mounted whole (never with
+/// subPath, which the kubelet does not update), so a rotated Secret reaches the
+/// running node, which re-reads it; only a different Secret name changes the pod
+/// template and rolls the nodes.
+pub fn volumes(cluster: &Cluster<'_>) -> Option<Vec<Volume>> {
+    let spec = &cluster.resource.spec;
+    let secret = |volume: &str, name: &str, items: Option<Vec<KeyToPath>>| Volume {
+        name: volume.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(name.to_owned()),
+            items,
+            default_mode: Some(SECRET_MODE),
+            optional: Some(false),
+        }),
+        ..Volume::default()
+    };
+    let mut volumes = Vec::new();
+    if let Some(tls) = &spec.tls {
+        volumes.push(secret(TLS_VOLUME, &tls.secret_name, None));
+    }
+    if let Some(auth) = &spec.auth {
+        let item = KeyToPath {
+            key: auth.key.clone(),
+            path: "token".to_owned(),
+            mode: None,
+        };
+        volumes.push(secret(AUTH_VOLUME, &auth.secret_name, Some(vec![item])));
+    }
+    (!volumes.is_empty()).then_some(volumes)
+}
+
+fn mounts(cluster: &Cluster<'_>) -> Option<Vec<VolumeMount>> {
+    let spec = &cluster.resource.spec;
+    let mount = |name: &str, path: &str| VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    let mut mounts = Vec::new();
+    if spec.tls.is_some() {
+        mounts.push(mount(TLS_VOLUME, TLS_DIR));
+    }
+    if spec.auth.is_some() {
+        mounts.push(mount(AUTH_VOLUME, AUTH_DIR));
+    }
+    (!mounts.is_empty()).then_some(mounts)
+}
+
+/// Ready: the Cache service is SERVING over gRPC health; with TLS, where the
+/// kubelet's gRPC probe cannot connect, the same answer from /readyz on the
+/// plaintext admin port. The node marks both not ready when it starts draining, so
+/// a stopping node leaves the EndpointSlices (and thus every peer's membership and
+/// every client's DNS answer) first.
+fn readiness_probe(cluster: &Cluster<'_>) -> Probe {
+    if cluster.resource.spec.tls.is_some() {
+        http_probe("/readyz", 5, 2)
+    } else {
+        grpc_probe(Some(READINESS_SERVICE), 5, 2)
+    }
+}
+
+/// Alive: the server's overall health (the empty gRPC service name), or /healthz
+/// with TLS. Both stay good while the node drains: a draining node is not ready but
+/// must not be killed.
+fn liveness_probe(cluster: &Cluster<'_>) -> Probe {
+    if cluster.resource.spec.tls.is_some() {
+        http_probe("/healthz", 10, 3)
+    } else {
+        grpc_probe(None, 10, 3)
+    }
+}
+
+/// A probe of an admin HTTP endpoint.
+fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::Int(ADMIN_PORT),
+            scheme: Some("HTTP".to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period_seconds),
+        failure_threshold: Some(failure_threshold),
+        timeout_seconds: Some(1),
+        ..Probe::default()
+    }
 }
 
 fn downward_env(name: &str, field_path: &str) -> EnvVar {

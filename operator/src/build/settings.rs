@@ -2,8 +2,8 @@
 //! size, TTL and drain timeout, checked for what would make a node refuse to start
 //! or a cluster misbehave. The CRD's schema and CEL rules reject most of these
 //! already; the checks are repeated here because a spec may have been stored under
-//! an older CRD, and because some (a derived memory limit too small, TLS asked of a
-//! node that cannot serve it) no schema can see.
+//! an older CRD, and because some (a derived memory limit too small) no schema can
+//! see.
 
 use std::fmt;
 use std::time::Duration;
@@ -265,9 +265,7 @@ fn check_value_size(
     }
 }
 
-/// Problems no quantity parsing finds: counts that do not fit together, and
-/// features the node cannot provide yet (refused rather than silently dropped, so a
-/// cluster that asked for TLS never runs in plaintext).
+/// Problems no quantity parsing finds: counts that do not fit together.
 fn structural_problems(spec: &CacheClusterSpec) -> Vec<SpecProblem> {
     let mut problems = Vec::new();
     if spec.replication_factor > spec.replicas {
@@ -284,18 +282,6 @@ fn structural_problems(spec: &CacheClusterSpec) -> Vec<SpecProblem> {
         problems.push(SpecProblem::new(
             "spec.podDisruptionBudget",
             "set at most one of minAvailable and maxUnavailable",
-        ));
-    }
-    if spec.tls.is_some() {
-        problems.push(SpecProblem::new(
-            "spec.tls",
-            "kcache-node does not serve TLS yet; remove spec.tls (the cluster is left as it was rather than run in plaintext)",
-        ));
-    }
-    if spec.auth.is_some() {
-        problems.push(SpecProblem::new(
-            "spec.auth",
-            "kcache-node does not enforce authentication yet; remove spec.auth (the cluster is left as it was rather than run open)",
         ));
     }
     problems
@@ -364,7 +350,6 @@ mod tests {
             "maxMemory": "10Mi", "maxValueSize": "20Mi",
             "drainTimeout": "2h", "defaultTTL": "9000h",
             "resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}},
-            "tls": {"secretName": "certs"},
         }));
         let mut got = fields(&s);
         got.sort();
@@ -376,7 +361,6 @@ mod tests {
                 "spec.maxValueSize",
                 "spec.replicationFactor",
                 "spec.resources.requests.memory",
-                "spec.tls",
             ]
         );
     }
@@ -394,10 +378,11 @@ mod tests {
     }
 
     #[test]
-    fn auth_is_refused_until_the_node_enforces_it() {
-        let s = spec(json!({"auth": {"secretName": "token"}}));
-        let problems = NodeSettings::resolve(&s).unwrap_err();
-        assert_eq!(problems[0].field, "spec.auth");
-        assert!(problems[0].message.contains("does not enforce"));
+    fn tls_and_auth_are_accepted_now_that_the_node_serves_them() {
+        let s = spec(json!({
+            "tls": {"secretName": "certs", "requireClientCertificate": true},
+            "auth": {"secretName": "tokens"},
+        }));
+        assert!(NodeSettings::resolve(&s).is_ok());
     }
 }

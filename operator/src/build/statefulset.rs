@@ -60,6 +60,7 @@ fn pod_template(cluster: &Cluster<'_>) -> PodTemplateSpec {
         }),
         spec: Some(PodSpec {
             containers: vec![node::container(cluster)],
+            volumes: node::volumes(cluster),
             service_account_name: Some(cluster.name.clone()),
             // The node reads EndpointSlices with this account's token.
             automount_service_account_token: Some(true),

@@ -414,3 +414,114 @@ fn a_spec_that_cannot_work_builds_nothing_and_names_the_field() {
     let problems = Cluster::new(&cc, &options).unwrap_err();
     assert_eq!(problems[0].field, "spec.replicationFactor");
 }
+
+#[test]
+fn tls_mounts_the_secret_passes_its_files_and_probes_over_http() {
+    let sts = built(json!({"tls": {"secretName": "demo-tls", "requireClientCertificate": true}}))
+        .stateful_set;
+    let args = node(&sts).args.clone().unwrap();
+    for flag in [
+        "--tls-cert-file=/etc/kcache/tls/tls.crt",
+        "--tls-key-file=/etc/kcache/tls/tls.key",
+        "--tls-ca-file=/etc/kcache/tls/ca.crt",
+        "--tls-client-ca-file=/etc/kcache/tls/ca.crt",
+    ] {
+        assert!(
+            args.iter().any(|a| a == flag),
+            "{flag} missing from {args:?}"
+        );
+    }
+    let volumes = pod(&sts).volumes.clone().unwrap();
+    assert_eq!(volumes.len(), 1);
+    assert_eq!(volumes[0].name, "tls");
+    let secret = volumes[0].secret.clone().unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("demo-tls"));
+    assert_eq!(
+        secret.items, None,
+        "every key of the Secret, ca.crt included"
+    );
+    assert_eq!(secret.default_mode, Some(0o440));
+    let mounts = node(&sts).volume_mounts.clone().unwrap();
+    assert_eq!(mounts.len(), 1);
+    assert_eq!(
+        (mounts[0].name.as_str(), mounts[0].mount_path.as_str()),
+        ("tls", "/etc/kcache/tls")
+    );
+    assert_eq!(mounts[0].read_only, Some(true));
+    // A subPath mount would never see a renewed certificate.
+    assert_eq!(mounts[0].sub_path, None);
+    // The kubelet's gRPC probes cannot speak TLS: probe the plaintext admin port.
+    let readiness = node(&sts).readiness_probe.clone().unwrap();
+    let liveness = node(&sts).liveness_probe.clone().unwrap();
+    assert!(readiness.grpc.is_none() && liveness.grpc.is_none());
+    let readiness = readiness.http_get.unwrap();
+    let liveness = liveness.http_get.unwrap();
+    assert_eq!(readiness.path.as_deref(), Some("/readyz"));
+    assert_eq!(liveness.path.as_deref(), Some("/healthz"));
+    for probe in [readiness, liveness] {
+        assert_eq!(probe.port, IntOrString::Int(7001));
+    }
+}
+
+#[test]
+fn tls_without_client_certificates_demands_none() {
+    let args = args(json!({"tls": {"secretName": "demo-tls"}}));
+    assert!(
+        args.iter()
+            .any(|a| a == "--tls-ca-file=/etc/kcache/tls/ca.crt")
+    );
+    assert!(
+        !args.iter().any(|a| a.starts_with("--tls-client-ca-file")),
+        "{args:?}"
+    );
+}
+
+#[test]
+fn auth_mounts_the_secret_key_as_the_token_file_and_keeps_grpc_probes() {
+    let sts =
+        built(json!({"auth": {"secretName": "demo-tokens", "key": "api-tokens"}})).stateful_set;
+    let args = node(&sts).args.clone().unwrap();
+    assert!(
+        args.iter()
+            .any(|a| a == "--auth-token-file=/etc/kcache/auth/token")
+    );
+    assert!(!args.iter().any(|a| a.starts_with("--tls-")), "{args:?}");
+    let volumes = pod(&sts).volumes.clone().unwrap();
+    let secret = volumes[0].secret.clone().unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("demo-tokens"));
+    let items = secret.items.unwrap();
+    assert_eq!(
+        (items[0].key.as_str(), items[0].path.as_str()),
+        ("api-tokens", "token")
+    );
+    let mounts = node(&sts).volume_mounts.clone().unwrap();
+    assert_eq!(mounts[0].mount_path, "/etc/kcache/auth");
+    assert_eq!(mounts[0].sub_path, None);
+    // Health stays open to tokenless gRPC probes.
+    assert!(node(&sts).readiness_probe.clone().unwrap().grpc.is_some());
+}
+
+#[test]
+fn only_a_new_secret_name_changes_the_pod_template() {
+    let template = |tls: &str, auth: &str| {
+        let sts = built(json!({
+            "tls": {"secretName": tls},
+            "auth": {"secretName": auth},
+        }))
+        .stateful_set;
+        serde_json::to_value(sts.spec.unwrap().template).unwrap()
+    };
+    // Renewed contents under the same names: the same template, so no roll (the
+    // nodes re-read the files).
+    assert_eq!(template("tls-a", "auth-a"), template("tls-a", "auth-a"));
+    // Another Secret: a new template, which the StatefulSet rolls out.
+    assert_ne!(template("tls-a", "auth-a"), template("tls-b", "auth-a"));
+    assert_ne!(template("tls-a", "auth-a"), template("tls-a", "auth-b"));
+}
+
+#[test]
+fn without_tls_or_auth_the_pods_mount_no_secrets() {
+    let sts = built(json!({})).stateful_set;
+    assert_eq!(pod(&sts).volumes, None);
+    assert_eq!(node(&sts).volume_mounts, None);
+}
