@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::{future::Future, time::Duration};
 
 use bytes::Bytes;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::balancer::{Balancer, Discovery};
 use crate::security::{Tls, Token};
@@ -271,11 +271,13 @@ impl Client {
     }
 
     /// Writes many keys in one round trip; the node validates the whole batch before
-    /// writing any of it. The result is in `items` order.
+    /// writing any of it (a bad item fails the call, naming it). Once writing began,
+    /// an item that fails (its owner timed out, say) has its own error in the result,
+    /// in `items` order, and the other items are written.
     pub async fn mset<K: Into<Bytes>, V: Into<Bytes>>(
         &self,
         items: impl IntoIterator<Item = (K, V, SetOptions)>,
-    ) -> Result<Vec<SetOutcome>, Error> {
+    ) -> Result<Vec<Result<SetOutcome, Error>>, Error> {
         let items: Vec<_> = items
             .into_iter()
             .map(|(k, v, options)| set_request(k.into(), v.into(), options))
@@ -285,7 +287,17 @@ impl Client {
         let reply = self.call(req, |mut c, r| async move { c.multi_set(r).await });
         let results = reply.await?.results;
         check_len("MultiSet", expected, results.len())?;
-        Ok(results.into_iter().map(Into::into).collect())
+        let timeout = self.timeout;
+        Ok(results
+            .into_iter()
+            .map(|mut result| match result.error.take() {
+                Some(e) => Err(Error::from_status(
+                    Status::new(Code::from_i32(e.code), e.message),
+                    timeout,
+                )),
+                None => Ok(result.into()),
+            })
+            .collect())
     }
 
     /// Counters of the node (or nodes, once it answers for a cluster).

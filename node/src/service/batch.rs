@@ -10,6 +10,11 @@ use kcache_client::proto::{
 use tonic::Status;
 
 use super::CacheService;
+
+/// Most value bytes one MultiGet reply may carry (one value larger than this still
+/// goes alone): a batch of repeated large keys would otherwise build a reply of
+/// gigabytes.
+pub const MAX_REPLY_BYTES: usize = 64 << 20;
 use super::convert::{check_batch, condition, get_response, prefixed, to_status, ttl};
 use crate::cluster::Placement;
 impl CacheService {
@@ -88,6 +93,14 @@ impl CacheService {
                 }
             }
         }
+        let bytes: usize = replies.iter().map(|r| r.value.len()).sum();
+        let limit = MAX_REPLY_BYTES.max(self.store.limits().max_value_size);
+        if bytes > limit {
+            return Err(Status::resource_exhausted(format!(
+                "the reply would carry {bytes} bytes of values; the limit is {limit}: ask for \
+                 fewer keys, and for each key once"
+            )));
+        }
         Ok(replies)
     }
 
@@ -121,8 +134,14 @@ impl CacheService {
                 _ => local.push(i),
             }
         }
+        // From here on the batch is being written: an item that fails says so in its
+        // own result, and the call succeeds with the others' results, so a client
+        // never takes a partly written batch for an unwritten one (and retries it).
         for i in local {
-            replies[i] = self.set(items[i].clone(), forwarded).await?;
+            replies[i] = self
+                .set(items[i].clone(), forwarded)
+                .await
+                .unwrap_or_else(failed);
         }
         let groups = remote.into_values().map(|(member, indexes)| {
             let subset = MultiSetRequest {
@@ -144,15 +163,34 @@ impl CacheService {
                         replies[i] = value;
                     }
                 }
-                Err(status) if status.code() != tonic::Code::Unavailable => return Err(status),
+                // The owner took the call and failed it (a deadline: its outcome is
+                // unknown): each of its items says so.
+                Err(status) if status.code() != tonic::Code::Unavailable => {
+                    for i in indexes {
+                        replies[i] = failed(status.clone());
+                    }
+                }
                 _ => {
                     for i in indexes {
-                        replies[i] = Box::pin(self.set(items[i].clone(), false)).await?;
+                        replies[i] = Box::pin(self.set(items[i].clone(), false))
+                            .await
+                            .unwrap_or_else(failed);
                     }
                 }
             }
         }
         Ok(replies)
+    }
+}
+
+/// The result of a batch item that failed.
+fn failed(status: Status) -> SetResponse {
+    SetResponse {
+        error: Some(kcache_client::proto::Error {
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+        }),
+        ..SetResponse::default()
     }
 }
 

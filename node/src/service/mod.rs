@@ -368,6 +368,7 @@ impl CacheService {
                     reply: SetResponse {
                         stored: out.stored,
                         version: out.version,
+                        error: None,
                     },
                     replicate: out.stored,
                 })

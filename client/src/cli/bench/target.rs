@@ -107,7 +107,7 @@ impl Conn {
                     .iter()
                     .map(|op| {
                         if op.set {
-                            stored.next().is_some_and(|o| o.stored)
+                            stored.next().is_some_and(|o| o.is_ok_and(|o| o.stored))
                         } else {
                             got.next().is_some_and(|v| v.is_some())
                         }
