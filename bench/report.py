@@ -110,6 +110,23 @@ def main():
             cpu.append({"run": f"{label}/{system}", "ops": r["ops"],
                         "server_us_per_op": s["cpu_s"] / r["ops"] * 1e6 if s else None,
                         "client_us_per_op": r["client_cpu_s"] / r["ops"] * 1e6 if r.get("client_cpu_s") is not None else None})
+    # 7: TLS against plaintext, same node, same load, back to back.
+    tls = []
+
+    def server_us(label):
+        r, s = runs.get(label), runs.get(f"server-cpu/{label}")
+        return s["cpu_s"] / r["ops"] * 1e6 if r and r.get("ops") and s else None
+
+    for kind in ("get", "pipeline"):
+        base_ops, base_cpu = ops(f"tls/plain/{kind}"), server_us(f"tls/plain/{kind}")
+        for mode in ("plain", "tls", "mtls-token"):
+            label = f"tls/{mode}/{kind}"
+            v, c = ops(label), server_us(label)
+            if v is None:
+                continue
+            tls.append({"workload": kind, "mode": mode, "ops_per_s": v, "p99_ms": p99(label),
+                        "server_us_per_op": c, "ops_vs_plaintext": ratio(v, base_ops),
+                        "cpu_vs_plaintext": ratio(c, base_cpu)})
     busy = [runs.get(f"load-average/{w}", {}).get("value") for w in ("start", "end")]
     extra = {
         "load_average_start_end": busy,
@@ -117,6 +134,7 @@ def main():
         "p99_at_peak_ms": {s: p99(f"get/{s}") for s in ("kcache", "redis", "memcached")},
     }
     result = {"cores": a.cores, "memory_mib": a.memory, "figures": rows, "cluster": cluster, "cpu": cpu,
+              "tls": tls,
               "extra": extra, "runs": list(runs.values())}
     for r in result["runs"]:
         r.pop("servers", None)
@@ -151,6 +169,15 @@ def main():
     for c in cluster:
         lines.append(f"| R={c['replication']}, {c['mode']} | {c['op']} | {fmt(c['ops_per_s'], 'ops/s')} | "
                      f"{fmt(c['p99_ms'], 'ms')} | {fr(c['vs_one_node'])} |")
+    if tls:
+        names = {"plain": "plaintext", "tls": "TLS", "mtls-token": "mutual TLS + token"}
+        kinds = {"get": "GET, 50 conns", "pipeline": "Pipeline GET, depth 16 (keys/s)"}
+        lines += ["", "| 7: TLS | mode | ops/s | p99 ms | vs plaintext | server µs/op | vs plaintext |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for t in tls:
+            lines.append(f"| {kinds[t['workload']]} | {names[t['mode']]} | {fmt(t['ops_per_s'], 'ops/s')} | "
+                         f"{fmt(t['p99_ms'], 'ms')} | {fr(t['ops_vs_plaintext'])} | "
+                         f"{fmt(t['server_us_per_op'], 'us')} | {fr(t['cpu_vs_plaintext'])} |")
     lines += ["", "| CPU per operation | server µs/op | load generator µs/op |", "|---|---:|---:|"]
     for c in cpu:
         lines.append(f"| {c['run']} | {fmt(c['server_us_per_op'], 'us')} | {fmt(c['client_us_per_op'], 'us')} |")

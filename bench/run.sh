@@ -7,7 +7,8 @@
 #   bench/run.sh --smoke    seconds long, tiny data; CI runs this (never asserts timing)
 #
 # Env: OUT (results folder), DURATION (per measurement, default 8s), MEMORY (MiB limit
-# of every server in the throughput figures, default 64).
+# of every server in the throughput figures, default 64), FIGURES=tls (only figure 7,
+# the cost of TLS: about a minute).
 # On a machine with 2+ cores the servers share core 0 and the load generator gets
 # core 1 (taskset), the same for all three systems, so neither side starves the other.
 set -euo pipefail
@@ -21,12 +22,18 @@ if [[ $smoke == 1 ]]; then
   OUT=${OUT:-$(mktemp -d)}
   DURATION=${DURATION:-1s}
   KEYS=2000; MEM_ITEMS=20000; HIT_KEYS=20000; HIT_MEMORY=4; HIT_REQUESTS=20000
+elif [[ ${FIGURES:-all} == tls ]]; then
+  # Not bench/results itself: its report holds every figure.
+  OUT=${OUT:-$ROOT/bench/results/tls}
+  DURATION=${DURATION:-8s}
+  KEYS=100000
 else
   OUT=${OUT:-$ROOT/bench/results}
   DURATION=${DURATION:-8s}
   KEYS=100000; MEM_ITEMS=1000000; HIT_KEYS=2000000; HIT_MEMORY=32; HIT_REQUESTS=2000000
 fi
 MEMORY=${MEMORY:-64}
+FIGURES=${FIGURES:-all}
 # Generous hard bound on any one benchmark process; a healthy run never gets near it.
 BOUND=300
 mkdir -p "$OUT"
@@ -43,7 +50,12 @@ fi
 have_redis=0; have_memcached=0
 command -v redis-server >/dev/null && have_redis=1
 command -v memcached >/dev/null && have_memcached=1
-if [[ $smoke == 0 && ($have_redis == 0 || $have_memcached == 0) ]]; then
+if ! command -v openssl >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null || true
+fi
+have_openssl=0
+command -v openssl >/dev/null && have_openssl=1
+if [[ $smoke == 0 && $FIGURES == all && ($have_redis == 0 || $have_memcached == 0) ]]; then
   echo "redis-server and memcached are needed (apt-get install redis-server memcached)" >&2
   exit 1
 fi
@@ -86,9 +98,10 @@ wait_port() { # host port
   return 1
 }
 
-start_kcache() { # MiB
+start_kcache() { # MiB [node flags...]
+  local mib=$1; shift
   "${SERVER_CPU[@]}" "$NODE" --grpc-addr $KCACHE_ADDR --admin-addr 127.0.0.1:17101 \
-    --max-memory "${1}MiB" --log warn >"$OUT/kcache.log" 2>&1 &
+    --max-memory "${mib}MiB" --log warn "$@" >"$OUT/kcache.log" 2>&1 &
   PIDS+=($!); SERVER=$!
   wait_port 127.0.0.1 17100
 }
@@ -145,6 +158,56 @@ systems=(kcache)
 echo "systems: ${systems[*]}; results in $OUT" >&2
 # Other work on the machine skews every figure; the report shows how busy it was.
 echo "{\"label\": \"load-average/start\", \"value\": $(load_average)}" >>"$RUNS"
+
+# --- 7: the cost of TLS --------------------------------------------------------------
+# One kcache node at a time, plaintext, then TLS, then mutual TLS with a token, each
+# loaded and measured alike (unary GETs over 50 connections; GETs on 50 Pipeline
+# streams of depth 16), so the report gives TLS's throughput and server CPU per
+# operation as ratios to plaintext in the same run. Certificates: a throwaway CA made
+# here with openssl (ECDSA P-256, what cert-manager issues by default).
+tls_figure() {
+  local dir=$OUT/tls
+  rm -rf "$dir"; mkdir -p "$dir"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+    -subj /CN=kcache-bench-ca -addext basicConstraints=critical,CA:TRUE \
+    -addext keyUsage=critical,keyCertSign,cRLSign -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
+  for name in tls client; do
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=kcache-$name" \
+      -keyout "$dir/$name.key" -out "$dir/$name.csr" 2>/dev/null
+    openssl x509 -req -in "$dir/$name.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
+      -days 1 -out "$dir/$name.crt" \
+      -extfile <(printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n') 2>/dev/null
+  done
+  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/token"
+  local server_tls=(--tls-cert-file "$dir/tls.crt" --tls-key-file "$dir/tls.key")
+  local client_tls=(--tls-ca-file "$dir/ca.crt")
+  for mode in plain tls mtls-token; do
+    local node_flags=() client_flags=()
+    case $mode in
+      tls) node_flags=("${server_tls[@]}"); client_flags=("${client_tls[@]}") ;;
+      mtls-token)
+        node_flags=("${server_tls[@]}" --tls-client-ca-file "$dir/ca.crt" --auth-token-file "$dir/token")
+        client_flags=("${client_tls[@]}" --tls-cert-file "$dir/client.crt" --tls-key-file "$dir/client.key"
+          --token-file "$dir/token") ;;
+    esac
+    start_kcache "$MEMORY" "${node_flags[@]}"
+    SERVER_OF[kcache]=$SERVER; SERVER_OF[kcache-pipeline]=$SERVER
+    bench "tls-load/$mode" kcache-pipeline "$KCACHE_ADDR" --workload load --keys $KEYS --depth 16 "${client_flags[@]}"
+    bench "tls/$mode/get" kcache "$KCACHE_ADDR" --workload get --keys $KEYS --duration "$DURATION" "${client_flags[@]}"
+    bench "tls/$mode/pipeline" kcache-pipeline "$KCACHE_ADDR" --workload get --keys $KEYS --depth 16 \
+      --duration "$DURATION" "${client_flags[@]}"
+    stop_all
+  done
+  SERVER_OF=()
+}
+if [[ $have_openssl == 1 ]]; then
+  tls_figure
+else
+  echo "openssl not found: no TLS figure" >&2
+fi
+if [[ $FIGURES == tls ]]; then
+  systems=()
+fi
 
 # --- 1-3: throughput and latency at a fixed memory limit -----------------------------
 # All three servers run at once (idle ones cost nothing) and every figure measures the
@@ -207,7 +270,9 @@ done
 # --- 6: a 3-node cluster -------------------------------------------------------------
 peers=n1=127.0.0.2:17100,n2=127.0.0.3:17100,n3=127.0.0.4:17100
 cluster=127.0.0.2:17100,127.0.0.3:17100,127.0.0.4:17100
-for r in 1 2; do
+replications=(1 2)
+[[ $FIGURES == tls ]] && replications=()
+for r in "${replications[@]}"; do
   for i in 1 2 3; do
     ip=127.0.0.$((i + 1))
     "${SERVER_CPU[@]}" "$NODE" --node-id "n$i" --grpc-addr "$ip:17100" --admin-addr "$ip:17101" \
