@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# h2spec (HTTP/2 conformance, pinned in e2e/h2spec/go.mod) against a kcache-node's gRPC
+# port. Every failure must be one listed below with the reason hyper/h2 or gRPC answers
+# differently from what the h2spec case expects; anything else fails the check.
+#
+#   scripts/checks/h2spec.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+h2spec="$(e2e/h2spec/build.sh)"
+cargo build --quiet --locked -p kcache-node
+node_bin=target/debug/kcache-node
+
+work="$(mktemp -d)"
+node_pid=
+cleanup() {
+  [[ -n "$node_pid" ]] && kill "$node_pid" 2>/dev/null && wait "$node_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$node_bin" --grpc-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 --log-format json \
+  >"$work/node.log" 2>&1 &
+node_pid=$!
+port=
+for _ in $(seq 100); do
+  port="$(sed -n 's/.*"grpc":"127\.0\.0\.1:\([0-9]*\)".*/\1/p' "$work/node.log" | head -1)"
+  [[ -n "$port" ]] && break
+  kill -0 "$node_pid" || { cat "$work/node.log"; exit 1; }
+  sleep 0.1
+done
+[[ -n "$port" ]] || { echo "h2spec.sh: the node did not report its port" >&2; exit 1; }
+
+echo "h2spec.sh: $("$h2spec" --version | head -1) against kcache-node on 127.0.0.1:$port"
+# h2spec exits 1 when any case fails; the report decides.
+"$h2spec" -h 127.0.0.1 -p "$port" -o 5 -j "$work/report.xml" >"$work/h2spec.out" 2>&1 || true
+kill -0 "$node_pid" || { echo "!! the node died under h2spec" >&2; cat "$work/node.log"; exit 1; }
+
+# Failures hyper's HTTP/2 (h2) or gRPC cause on purpose, with the reason each is fine:
+python3 - "$work/report.xml" <<'PY'
+import sys
+import xml.etree.ElementTree as ET
+
+EXPECTED = {
+    ("generic/2", "Sends a WINDOW_UPDATE frame on half-closed (remote) stream"):
+        "h2spec waits for a DATA frame, but a gRPC error reply to its GET is trailers-only "
+        "(one HEADERS frame with END_STREAM); the frame is accepted and the stream answered "
+        "(node/tests/malformed.rs checks exactly that)",
+    ("generic/2", "Sends a PRIORITY frame on half-closed (remote) stream"):
+        "as above: no DATA in a trailers-only gRPC reply; PRIORITY is accepted",
+    ("http2/3.5", "Sends invalid connection preface"):
+        "h2 closes the connection as RFC 9113 3.5 demands; h2spec has already sent bytes "
+        "past the bad preface that the server never reads, so Linux answers the close with "
+        "a RST, which h2spec reads as 'connection reset' rather than 'closed'",
+}
+
+root = ET.parse(sys.argv[1]).getroot()
+passed = failed = skipped = 0
+unexpected = []
+seen = set()
+for case in root.iter("testcase"):
+    key = (case.get("package"), case.get("classname"))
+    if case.find("skipped") is not None:
+        skipped += 1
+    elif case.find("failure") is not None or case.find("error") is not None:
+        failed += 1
+        detail = (case.find("failure") if case.find("failure") is not None else case.find("error")).text or ""
+        if key in EXPECTED:
+            seen.add(key)
+            print(f"  expected failure {key[0]} {key[1]!r}: {EXPECTED[key]}")
+        else:
+            unexpected.append(f"{key[0]} {key[1]!r}: {detail.strip()}")
+    else:
+        passed += 1
+print(f"h2spec: {passed + failed + skipped} cases, {passed} passed, {failed} failed "
+      f"({len(seen)} expected), {skipped} skipped")
+for line in unexpected:
+    print(f"!! unexpected failure {line}")
+sys.exit(1 if unexpected else 0)
+PY
