@@ -26,7 +26,7 @@ elif [[ ${FIGURES:-all} == tls ]]; then
   # Not bench/results itself: its report holds every figure.
   OUT=${OUT:-$ROOT/bench/results/tls}
   DURATION=${DURATION:-8s}
-  KEYS=100000
+  KEYS=100000; MEM_ITEMS=0; HIT_KEYS=0; HIT_MEMORY=32; HIT_REQUESTS=0
 else
   OUT=${OUT:-$ROOT/bench/results}
   DURATION=${DURATION:-8s}
