@@ -1,99 +1,215 @@
-//! The real binary under a flood of writes: resident memory stays near the limit.
+//! The real binary under a flood of writes ten times its memory limit: resident memory
+//! stays within 10% of `--max-memory` above the process's own base.
+//!
+//! `FLOOD_MIB=256 cargo test -p kcache-node --test memory -- --nocapture` floods a
+//! larger node; `-- --ignored` runs the flood whose value sizes change halfway, which
+//! the bound does not hold for yet (see that test).
 #![allow(clippy::unwrap_used)] // a test that cannot set up should fail loudly
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod process;
 
-use kcache_client::proto::{MultiSetRequest, SetRequest, cache_client::CacheClient};
+use std::time::Instant;
 
-struct Node(Child);
+use futures::StreamExt as _;
+use kcache_client::proto::{MultiSetRequest, SetRequest, StatsRequest, cache_client::CacheClient};
+use kcache_node::store::charge;
+use process::NodeProcess;
+use tonic::transport::Channel;
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+/// Batches in flight at once: enough to keep both of the node's cores busy.
+const IN_FLIGHT: usize = 4;
 
-/// Starts kcache-node on ephemeral ports and returns it with its gRPC address, read
-/// from its JSON start-up log line.
-fn start_node(max_memory: &str) -> (Node, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kcache-node"))
-        .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
-        .args(["--max-memory", max_memory, "--log-format", "json"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("kcache-node starts");
-    let stdout = child.stdout.take().unwrap();
-    let node = Node(child);
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        if let Some(rest) = line.split("\"grpc\":\"").nth(1) {
-            let addr = rest.split('"').next().unwrap().to_owned();
-            return (node, addr);
-        }
-    }
-    panic!("kcache-node exited before serving");
-}
-
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
-}
-
-/// 1,000 entries of 16-byte keys and 100-byte values.
-fn batch(n: u64) -> MultiSetRequest {
-    let items = (0..1_000u64)
+/// A batch of entries with 16-byte keys: `n` names the batch, `value_len` gives each
+/// entry's value length from its index.
+fn batch(n: u64, count: u64, value_len: impl Fn(u64) -> usize) -> MultiSetRequest {
+    let items = (0..count)
         .map(|i| SetRequest {
-            key: format!("{:016x}", n.wrapping_mul(1_000).wrapping_add(i))
+            key: format!("{:016x}", n.wrapping_mul(count).wrapping_add(i))
                 .into_bytes()
                 .into(),
-            value: vec![b'x'; 100].into(),
+            value: vec![b'x'; value_len(i)].into(),
             ..SetRequest::default()
         })
         .collect();
     MultiSetRequest { items }
 }
 
+/// One shape of traffic: batches of `count` entries until `charged` bytes of entries
+/// (as the store charges them) have been written.
+struct Flood {
+    name: &'static str,
+    count: u64,
+    value_len: fn(u64) -> usize,
+}
+
+impl Flood {
+    fn batch_charge(&self) -> u64 {
+        (0..self.count)
+            .map(|i| charge(1 + 16 + (self.value_len)(i)))
+            .sum()
+    }
+}
+
+/// Small entries: the most per-entry overhead.
+const SMALL: Flood = Flood {
+    name: "16 B keys, 100 B values",
+    count: 1_000,
+    value_len: |_| 100,
+};
+/// Values from 1 to 8 KiB.
+const LARGE: Flood = Flood {
+    name: "16 B keys, 1-8 KiB values",
+    count: 64,
+    value_len: |i| 1024 + (i as usize * 7_919) % (7 << 10),
+};
+/// Every size at once: each batch holds 100-byte values and 1 to 8 KiB ones.
+const MIXED: Flood = Flood {
+    name: "16 B keys, 100 B and 1-8 KiB values mixed",
+    count: 128,
+    value_len: |i| {
+        if i % 2 == 0 {
+            100
+        } else {
+            1024 + (i as usize * 7_919) % (7 << 10)
+        }
+    },
+};
+
+struct Sampler<'a> {
+    node: &'a NodeProcess,
+    peak: u64,
+}
+
+impl Sampler<'_> {
+    fn sample(&mut self) {
+        self.peak = self.peak.max(self.node.rss_bytes());
+    }
+}
+
+async fn write_all(
+    client: &CacheClient<Channel>,
+    flood: &Flood,
+    first: u64,
+    batches: u64,
+    sampler: &mut Sampler<'_>,
+) {
+    let mut calls = futures::stream::iter(first..first + batches)
+        .map(|n| {
+            let mut client = client.clone();
+            let request = batch(n, flood.count, flood.value_len);
+            async move { client.multi_set(request).await }
+        })
+        .buffer_unordered(IN_FLIGHT);
+    let mut done = 0u64;
+    while let Some(reply) = calls.next().await {
+        assert_eq!(
+            reply.unwrap().into_inner().results.len() as u64,
+            flood.count
+        );
+        done += 1;
+        if done.is_multiple_of(16) {
+            sampler.sample();
+        }
+    }
+    sampler.sample();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_of_writes_keeps_resident_memory_within_the_limit_plus_base() {
-    let limit: u64 = std::env::var("FLOOD_MIB").map_or(32, |v| v.parse().unwrap()) << 20;
-    let (node, addr) = start_node(&format!("{}MiB", limit >> 20));
-    let mut client = CacheClient::connect(format!("http://{addr}"))
+async fn a_flood_ten_times_the_limit_keeps_resident_memory_within_a_tenth_of_it() {
+    flood(&[(&LARGE, 10)]).await;
+}
+
+/// Every size at once. Small entries freed among large ones leave holes the large
+/// values rarely fit: measured growth 1.09x to 1.13x the limit at 64 MiB (malloc_trim
+/// gives back only 4 MiB of it: the holes are in use-bound pages, not free ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails about one run in two: resident memory peaks at 1.09x-1.13x the limit"]
+async fn a_flood_of_mixed_sizes_keeps_resident_memory_within_a_tenth_of_the_limit() {
+    flood(&[(&MIXED, 10)]).await;
+}
+
+/// Small entries until the store is full five times over, then 1 to 8 KiB values five
+/// times over. Eviction frees the small entries' blocks in random order, so for most of
+/// the change their holes are too small for the new values and the heap grows past
+/// them; once the last small entries go, that memory is free but still resident
+/// (glibc returns only the top of a heap on its own). Measured: growth 1.59x the limit
+/// at 64 MiB, against 0.98x for small entries alone and 1.06x for large ones alone.
+/// Bounding this needs the store to place entries itself (size-class slabs it can
+/// compact) or the allocator to hand free pages back: malloc_trim(0) called on the
+/// node after the flood (by gdb) took it from 128.4 to 94.3 MB, 1.04x the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails: resident memory peaks at 1.59x the limit when value sizes change"]
+async fn a_flood_whose_value_sizes_change_keeps_resident_memory_within_a_tenth_of_the_limit() {
+    flood(&[(&SMALL, 5), (&LARGE, 5)]).await;
+}
+
+/// Writes each shape, in order, until it has written its multiple of the limit; checks
+/// that the store stayed within the limit and that resident memory, sampled
+/// throughout, peaked within 10% of the limit above the base.
+async fn flood(floods: &[(&Flood, u64)]) {
+    let limit: u64 = std::env::var("FLOOD_MIB").map_or(64, |v| v.parse().unwrap()) << 20;
+    let node = NodeProcess::start(&["--max-memory", &format!("{}MiB", limit >> 20)]);
+    let client = CacheClient::connect(format!("http://{}", node.grpc))
         .await
         .unwrap();
-    // Warm up the request path with one full-size batch so the base includes the
-    // server's buffers, then measure what the entries add.
-    client.multi_set(batch(u64::MAX)).await.unwrap();
-    let base = rss_bytes(node.0.id());
-    // 300,000 entries of 16 + 100 bytes: about three times what fits.
-    for n in 0..(limit >> 20) * 300 / 16 {
-        client.multi_set(batch(n)).await.unwrap();
+    let mut sampler = Sampler {
+        node: &node,
+        peak: 0,
+    };
+    // Warm up the request path with full-size batches of each shape, in flight as
+    // the flood will be, so the base includes the server's buffers; then measure what
+    // the entries add.
+    for (flood, _) in floods {
+        write_all(&client, flood, u64::MAX - 8, IN_FLIGHT as u64, &mut sampler).await;
+    }
+    let base = node.rss_bytes();
+    sampler.peak = base;
+    let started = Instant::now();
+    let mut first = 0;
+    let mut written = 0;
+    for &(flood, times) in floods {
+        let batches = (times * limit).div_ceil(flood.batch_charge());
+        write_all(&client, flood, first, batches, &mut sampler).await;
+        first += batches;
+        written += batches * flood.batch_charge();
+        let rss = node.rss_bytes();
+        eprintln!(
+            "after {}: {:.1}x the limit written, rss {:.1} MiB (base {:.1} MiB, growth {:.3}x the limit)",
+            flood.name,
+            written as f64 / limit as f64,
+            rss as f64 / (1 << 20) as f64,
+            base as f64 / (1 << 20) as f64,
+            rss.saturating_sub(base) as f64 / limit as f64,
+        );
     }
     let stats = client
-        .stats(kcache_client::proto::StatsRequest {})
+        .clone()
+        .stats(StatsRequest {})
         .await
         .unwrap()
         .into_inner();
     let stats = &stats.nodes[0];
-    let growth = rss_bytes(node.0.id()).saturating_sub(base);
+    let growth = sampler.peak.saturating_sub(base);
     eprintln!(
-        "items {} charged {} evictions {} rss growth {} ({:.3} x limit)",
+        "flood of {:.1} MiB charged in {:.1} s: items {} charged {} evictions {}; peak rss {:.1} MiB = base {:.1} MiB + {:.3}x the limit",
+        written as f64 / (1 << 20) as f64,
+        started.elapsed().as_secs_f64(),
         stats.items,
         stats.bytes,
         stats.evictions,
-        growth,
-        growth as f64 / limit as f64
+        sampler.peak as f64 / (1 << 20) as f64,
+        base as f64 / (1 << 20) as f64,
+        growth as f64 / limit as f64,
     );
-    assert!(stats.bytes <= limit);
-    assert!(stats.evictions > 150_000, "the flood overflowed the limit");
+    assert!(written >= 10 * limit);
+    assert!(stats.bytes <= limit, "{} charged over {limit}", stats.bytes);
     assert!(
-        growth as f64 <= limit as f64 * 1.05,
-        "resident memory grew {growth} bytes for a {limit}-byte limit"
+        stats.bytes >= limit * 9 / 10,
+        "the store holds {} bytes: the flood did not fill it",
+        stats.bytes
+    );
+    assert!(
+        growth <= limit + limit / 10,
+        "resident memory peaked {growth} bytes above the base for a {limit}-byte limit"
     );
 }
