@@ -11,9 +11,7 @@ fn key(i: u64) -> [u8; 8] {
 /// The eviction sample is scored by how often each key was asked for, then by the age
 /// of its write: among keys asked for equally (here: never), the oldest writes go
 /// first. A store that took the newest instead kept a workload's old generation and
-/// threw away the new one (and, when the two differ in size, left the old entries
-/// scattered through the heap: the memory flood test's size-change phase grew 1.39x
-/// the limit).
+/// threw away the new one.
 #[test]
 fn among_entries_asked_for_equally_eviction_takes_the_oldest_writes_first() {
     let limit = 1 << 20;
