@@ -480,14 +480,25 @@ impl Store {
         let index = self.shard_of(hash);
         let mut shard = self.shards[index].lock();
         shard.record_access(hash);
-        let (current, expires_at) = match shard.find_live(hash, key, now) {
-            Some(id) => (parse_i64(shard.value(id))?, shard.expires_at(id)),
-            None => (initial, self.expires_at(ttl, now)),
+        let added = match shard.find_live(hash, key, now) {
+            Some(id) => parse_i64(shard.value(id)).map(|n| (n, shard.expires_at(id))),
+            None => Ok((initial, self.expires_at(ttl, now))),
+        }
+        .and_then(|(current, expires_at)| match current.checked_add(delta) {
+            Some(value) => Ok((value, expires_at)),
+            None => Err(StoreError::Overflow {
+                value: current,
+                delta,
+            }),
+        });
+        let (value, expires_at) = match added {
+            Ok(added) => added,
+            Err(err) => {
+                // The lookup may have removed an expired entry: its bytes go too.
+                self.publish(&mut shard);
+                return Err(err);
+            }
         };
-        let value = current.checked_add(delta).ok_or(StoreError::Overflow {
-            value: current,
-            delta,
-        })?;
         let version = self.hlc.next(self.clock.wall_ms());
         let text = value.to_string();
         shard.tombs.clear(key);
