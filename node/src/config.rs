@@ -80,6 +80,12 @@ pub struct Args {
     #[arg(long, env = "KCACHE_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 
+    /// How often the node compares what it holds with each member it shares keys
+    /// with, and repairs differences (writes a frozen or cut-off replica missed).
+    /// 0s turns anti-entropy off.
+    #[arg(long, env = "KCACHE_ANTI_ENTROPY_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub anti_entropy_interval: Duration,
+
     /// host:port peers and clients reach this node at; defaults to $POD_IP with the
     /// --grpc-addr port, else --grpc-addr itself.
     #[arg(long, env = "KCACHE_ADVERTISE_ADDR")]

@@ -30,6 +30,7 @@ async fn main() -> anyhow::Result<()> {
         replication: args.replication_factor,
         write_ack: args.write_ack,
         drain_timeout: args.drain_timeout,
+        anti_entropy: Some(args.anti_entropy_interval).filter(|d| !d.is_zero()),
         advertise: args.advertise_addr(),
     };
     serve(config, grpc, admin, shutdown_signal()).await?;

@@ -13,7 +13,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
 
-use crate::cluster::{Cluster, PeerService, WriteAck, kubernetes, membership, rebalance};
+use crate::cluster::{
+    Cluster, PeerService, WriteAck, antientropy, kubernetes, membership, rebalance,
+};
 use crate::metrics::Metrics;
 use crate::security::{Security, SecurityConfig, SecurityMetrics};
 use crate::service::{CacheService, MAX_BATCH, NodeInfo};
@@ -53,6 +55,8 @@ pub struct NodeConfig {
     pub replication: usize,
     pub write_ack: WriteAck,
     pub drain_timeout: Duration,
+    /// How often owners compare and repair their copies; `None`: never.
+    pub anti_entropy: Option<Duration>,
     /// host:port peers reach this node at; the gRPC listener's address when unset.
     pub advertise: Option<String>,
     /// TLS and token files; none (plaintext, open) by default.
@@ -69,6 +73,7 @@ impl NodeConfig {
             replication: 1,
             write_ack: WriteAck::All,
             drain_timeout: Duration::from_secs(30),
+            anti_entropy: Some(Duration::from_secs(30)),
             advertise: None,
             security: SecurityConfig::default(),
         }
@@ -154,6 +159,17 @@ pub async fn serve(
 
     let peer = PeerServer::new(PeerService::new(store.clone(), cluster.clone()))
         .max_decoding_message_size(max_message.max(16 << 20));
+    if let (true, Some(interval)) = (clustered, config.anti_entropy) {
+        let anti_entropy = antientropy::AntiEntropyMetrics::default();
+        metrics.register(anti_entropy.collectors());
+        tokio::spawn(antientropy::run(
+            store.clone(),
+            cluster.clone(),
+            anti_entropy,
+            interval,
+            stop_rx.clone(),
+        ));
+    }
     let (placed_tx, placed_rx) = watch::channel(cluster.view().epoch());
     let joining = tokio::spawn(join(
         Joining {

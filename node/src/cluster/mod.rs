@@ -1,6 +1,7 @@
 //! Clustering: who the members are, which of them own a key, and the node-to-node
 //! traffic that keeps owners' copies in step (forwarding, replication, handoff).
 
+pub mod antientropy;
 pub mod kubernetes;
 pub mod membership;
 pub mod peers;
@@ -195,6 +196,12 @@ impl Cluster {
         if let Some(previous) = previous {
             transition.previous = previous;
         }
+    }
+
+    /// Whether membership has been still for [`READ_THROUGH`]: no handoff is on its
+    /// way, so owners' copies differ only by writes they missed.
+    pub fn settled(&self) -> bool {
+        self.transition.lock().moved.elapsed() > READ_THROUGH
     }
 
     /// Where else a key this node owns but lacks may be while a handoff can still be

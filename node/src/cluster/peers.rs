@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::Cluster;
+use super::{Cluster, antientropy};
 use crate::store::{ScanCursor, Store, Versioned};
 
 /// How long a connection attempt to a peer may take before the peer counts as
@@ -139,6 +139,19 @@ impl PeerService {
         Self { store, cluster }
     }
 
+    /// This node's view, if it is the one (by epoch) the asking member has: digests
+    /// over different placements would differ for no missing write.
+    fn same_view(&self, epoch: u64) -> Result<Arc<View>, Status> {
+        let view = self.cluster.view();
+        if view.epoch() != epoch {
+            return Err(Status::failed_precondition(format!(
+                "this member's view is at epoch {}, the asking member's at {epoch}",
+                view.epoch()
+            )));
+        }
+        Ok(view)
+    }
+
     /// Applies a batch entry by entry: one the store refuses (a key or value over this
     /// node's limits, a version from far ahead) is logged and skipped, so it cannot
     /// fail the handoff of the rest, which would otherwise be retried, fail again and
@@ -248,6 +261,58 @@ impl proto::peer_server::Peer for PeerService {
                     return;
                 }
             }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn digest(
+        &self,
+        req: Request<proto::DigestRequest>,
+    ) -> Result<Response<proto::DigestResponse>, Status> {
+        let req = req.into_inner();
+        let view = self.same_view(req.epoch)?;
+        let (store, cluster) = (self.store.clone(), self.cluster.clone());
+        let buckets = tokio::task::spawn_blocking(move || {
+            antientropy::digest(
+                &store,
+                &view,
+                cluster.replication,
+                &cluster.me.id,
+                &req.member_id,
+            )
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(proto::DigestResponse { buckets }))
+    }
+
+    type RepairStream = SyncStream;
+
+    async fn repair(
+        &self,
+        req: Request<proto::RepairRequest>,
+    ) -> Result<Response<SyncStream>, Status> {
+        let req = req.into_inner();
+        let view = self.same_view(req.epoch)?;
+        let buckets = req.buckets.iter().map(|&b| b as usize).collect();
+        let (tx, rx) = mpsc::channel(2);
+        let (store, cluster) = (self.store.clone(), self.cluster.clone());
+        tokio::task::spawn_blocking(move || {
+            antientropy::contents(
+                &store,
+                &view,
+                cluster.replication,
+                &cluster.me.id,
+                &req.member_id,
+                &buckets,
+                |entries| {
+                    let message = ReplicateRequest {
+                        entries,
+                        from: cluster.me.id.clone(),
+                    };
+                    tx.blocking_send(Ok(message)).is_ok()
+                },
+            );
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

@@ -101,6 +101,7 @@ pub struct Cluster {
     replication: usize,
     limits: Limits,
     drain_timeout: Duration,
+    anti_entropy: Option<Duration>,
 }
 
 impl Cluster {
@@ -112,6 +113,7 @@ impl Cluster {
             replication,
             limits: Limits::default(),
             drain_timeout: Duration::from_secs(30),
+            anti_entropy: None,
         }
     }
 
@@ -124,6 +126,14 @@ impl Cluster {
     pub fn with_drain_timeout(self, drain_timeout: Duration) -> Self {
         Self {
             drain_timeout,
+            ..self
+        }
+    }
+
+    /// Nodes started from now on compare and repair their copies this often.
+    pub fn with_anti_entropy(self, every: Duration) -> Self {
+        Self {
+            anti_entropy: Some(every),
             ..self
         }
     }
@@ -154,6 +164,7 @@ impl Cluster {
             replication: self.replication,
             write_ack: WriteAck::All,
             drain_timeout: self.drain_timeout,
+            anti_entropy: self.anti_entropy,
             ..NodeConfig::single(id.clone(), self.limits.clone())
         };
         let task = tokio::spawn(serve(config, grpc, admin, async {

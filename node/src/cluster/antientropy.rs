@@ -1,0 +1,255 @@
+//! Anti-entropy: owners of the same keys compare what they hold and repair the
+//! difference, so copies converge after a missed replication (a peer frozen or cut
+//! off while a write was copied) without waiting for a membership change.
+//!
+//! Every `--anti-entropy-interval`, a node asks each member it shares keys with for a
+//! digest of those keys: [`BUCKETS`] order-independent hashes of (key, version), by
+//! key hash. For each bucket that differs it pulls the peer's entries and remembered
+//! deletes of that bucket (`Peer.Repair`) and applies them, newest version winning.
+//! The peer does the same the other way, so both end with the newest of each key, and
+//! a delete one of them missed reaches it as the other's tombstone. Rounds are skipped
+//! while membership moves (a handoff is then on its way) and with a peer whose view
+//! differs (their digests would cover different keys).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kcache_client::placement::{Member, View, stable_hash};
+use kcache_client::proto::{DigestRequest, RepairRequest, ReplicateRequest, VersionedEntry};
+use prometheus::IntCounter;
+use prometheus::core::Collector;
+use tokio::sync::watch;
+use tokio_stream::StreamExt;
+
+use super::Cluster;
+use super::peers::{BATCH, BATCH_BYTES, apply, deleted, to_proto};
+use crate::store::{ScanCursor, Store};
+
+/// Buckets of a digest: enough that a few missed writes repair a small part of the
+/// store, few enough that a digest is a 2 KiB message.
+pub const BUCKETS: usize = 256;
+/// How long a peer may take to answer a digest, or to send the next message of a
+/// repair, before the round gives up on it.
+const PEER_WAIT: Duration = Duration::from_secs(5);
+
+/// The bucket of a key.
+pub fn bucket(key: &[u8]) -> usize {
+    // The placement hash's high bits: rendezvous weights mix the hash again, so the
+    // buckets are independent of who owns the key.
+    (stable_hash(key) >> 40) as usize % BUCKETS
+}
+
+/// Whether `a` and `b` both own `key` in `view`.
+fn shared(view: &View, replication: usize, a: &str, b: &str, key: &[u8]) -> bool {
+    let owners = view.owners(key, replication);
+    owners.iter().any(|m| m.id == a) && owners.iter().any(|m| m.id == b)
+}
+
+/// The digest of the live entries this node and `peer` both own in `view`.
+pub fn digest(store: &Store, view: &View, replication: usize, me: &str, peer: &str) -> Vec<u64> {
+    let mut buckets = vec![0u64; BUCKETS];
+    let mut cursor = Some(ScanCursor::default());
+    while let Some(at) = cursor {
+        let (batch, next) = store.scan(at, BATCH, BATCH_BYTES);
+        cursor = next;
+        for entry in batch {
+            if shared(view, replication, me, peer, &entry.key) {
+                let key_hash = stable_hash(&entry.key);
+                buckets[bucket(&entry.key)] =
+                    buckets[bucket(&entry.key)].wrapping_add(mix(key_hash ^ entry.version));
+            }
+        }
+    }
+    buckets
+}
+
+/// The entries and remembered deletes in `buckets` that this node and `peer` both own,
+/// in messages of at most [`BATCH`] entries or [`BATCH_BYTES`].
+pub fn contents(
+    store: &Store,
+    view: &View,
+    replication: usize,
+    me: &str,
+    peer: &str,
+    buckets: &HashSet<usize>,
+    mut send: impl FnMut(Vec<VersionedEntry>) -> bool,
+) {
+    let wanted =
+        |key: &[u8]| buckets.contains(&bucket(key)) && shared(view, replication, me, peer, key);
+    // Deletes first, so the entries they cover are refused however the two arrive.
+    for batch in store.tombstones() {
+        let entries: Vec<_> = batch
+            .iter()
+            .filter(|t| wanted(&t.key))
+            .map(deleted)
+            .collect();
+        for chunk in entries.chunks(BATCH) {
+            if !send(chunk.to_vec()) {
+                return;
+            }
+        }
+    }
+    let mut cursor = Some(ScanCursor::default());
+    while let Some(at) = cursor {
+        let (batch, next) = store.scan(at, BATCH, BATCH_BYTES);
+        cursor = next;
+        let entries: Vec<_> = batch
+            .into_iter()
+            .filter(|e| wanted(&e.key))
+            .map(to_proto)
+            .collect();
+        if !entries.is_empty() && !send(entries) {
+            return;
+        }
+    }
+}
+
+/// splitmix64's finalizer: spreads one hash over all 64 bits, so sums of them collide
+/// only by chance.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// What anti-entropy counts, for /metrics.
+#[derive(Debug, Clone)]
+pub struct AntiEntropyMetrics {
+    rounds: IntCounter,
+    buckets: IntCounter,
+    repaired: IntCounter,
+    failures: IntCounter,
+}
+
+impl Default for AntiEntropyMetrics {
+    fn default() -> Self {
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
+        Self {
+            rounds: counter(
+                "anti_entropy_rounds_total",
+                "Digest comparisons with a peer that shares keys with this node.",
+            ),
+            buckets: counter(
+                "anti_entropy_mismatched_buckets_total",
+                "Digest buckets that differed from a peer's and were repaired.",
+            ),
+            repaired: counter(
+                "anti_entropy_repaired_total",
+                "Entries and deletes taken from a peer that changed this node's store.",
+            ),
+            failures: counter(
+                "anti_entropy_failures_total",
+                "Comparisons that failed: the peer unreachable, slow, or with another view.",
+            ),
+        }
+    }
+}
+
+impl AntiEntropyMetrics {
+    pub fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        vec![
+            Box::new(self.rounds.clone()),
+            Box::new(self.buckets.clone()),
+            Box::new(self.repaired.clone()),
+            Box::new(self.failures.clone()),
+        ]
+    }
+}
+
+/// Compares and repairs with every peer that shares keys with this node, every
+/// `interval`, until `stop`.
+pub async fn run(
+    store: Arc<Store>,
+    cluster: Arc<Cluster>,
+    metrics: AntiEntropyMetrics,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        if cluster.is_single() || cluster.is_draining() || !cluster.settled() {
+            continue;
+        }
+        let view = cluster.view();
+        let me = cluster.me.id.clone();
+        for peer in view.members().iter().filter(|m| m.id != me) {
+            match round(&store, &cluster, &view, peer, &metrics).await {
+                Ok(()) => metrics.rounds.inc(),
+                Err(err) => {
+                    metrics.failures.inc();
+                    tracing::debug!(peer = %peer.id, %err, "anti-entropy round failed");
+                }
+            }
+        }
+    }
+}
+
+/// One comparison with `peer`: digests, then a repair of the buckets that differ.
+async fn round(
+    store: &Arc<Store>,
+    cluster: &Cluster,
+    view: &View,
+    peer: &Member,
+    metrics: &AntiEntropyMetrics,
+) -> Result<(), String> {
+    let me = cluster.me.id.as_str();
+    let replication = cluster.replication;
+    let mut client = cluster.peers.peer(&peer.address);
+    let request = DigestRequest {
+        member_id: me.to_owned(),
+        epoch: view.epoch(),
+    };
+    let theirs = tokio::time::timeout(PEER_WAIT, client.digest(request))
+        .await
+        .map_err(|_| format!("no digest in {PEER_WAIT:?}"))?
+        .map_err(|status| status.to_string())?
+        .into_inner()
+        .buckets;
+    let ours = {
+        let (store, view, me, peer) = (store.clone(), view.clone(), me.to_owned(), peer.id.clone());
+        tokio::task::spawn_blocking(move || digest(&store, &view, replication, &me, &peer))
+            .await
+            .map_err(|e| e.to_string())?
+    };
+    if theirs.len() != BUCKETS {
+        return Err(format!(
+            "a digest of {} buckets, not {BUCKETS}",
+            theirs.len()
+        ));
+    }
+    let differ: Vec<u32> = (0..BUCKETS)
+        .filter(|&b| ours[b] != theirs[b])
+        .map(|b| b as u32)
+        .collect();
+    if differ.is_empty() {
+        return Ok(());
+    }
+    metrics.buckets.inc_by(differ.len() as u64);
+    let request = RepairRequest {
+        member_id: me.to_owned(),
+        epoch: view.epoch(),
+        buckets: differ,
+    };
+    let mut stream = tokio::time::timeout(PEER_WAIT, client.repair(request))
+        .await
+        .map_err(|_| format!("no repair stream in {PEER_WAIT:?}"))?
+        .map_err(|status| status.to_string())?
+        .into_inner();
+    loop {
+        let batch: ReplicateRequest = match tokio::time::timeout(PEER_WAIT, stream.next()).await {
+            Ok(None) => return Ok(()),
+            Ok(Some(Ok(batch))) => batch,
+            Ok(Some(Err(status))) => return Err(status.to_string()),
+            Err(_) => return Err(format!("the repair stalled for {PEER_WAIT:?}")),
+        };
+        for entry in batch.entries {
+            if apply(store, entry).unwrap_or(false) {
+                metrics.repaired.inc();
+            }
+        }
+    }
+}
