@@ -63,3 +63,44 @@ async fn a_handoff_to_a_frozen_peer_does_not_hold_up_the_next_membership_change(
     cluster.publish(&[]);
     futures::future::join_all(nodes.into_iter().map(Node::stop)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_stop_waiting_for_a_replica_that_stopped_answering() {
+    // R=2 on two members, but a's view puts b at an address that never answers: the
+    // first write waits for the copy until the replication wait runs out, the next
+    // ones go on without waiting (their copies still queue, in order).
+    let cluster = Cluster::new(2);
+    let a = cluster.start(0, 0).await;
+    let frozen = Member {
+        id: "kcache-1".into(),
+        address: common::silent_peer().await,
+    };
+    let view = View::new(vec![a.member(), frozen]);
+    cluster
+        .views
+        .send_replace(std::sync::Arc::new(view.clone()));
+    a.ready().await;
+    let keys = (0..)
+        .map(|i| format!("w-{i}"))
+        .filter(|k| view.owners(k.as_bytes(), 2)[0].id == a.id)
+        .take(20);
+    let mut client = CacheClient::new(a.channel());
+    let mut slow = 0;
+    for key in keys {
+        let started = std::time::Instant::now();
+        client
+            .set(SetRequest {
+                key: key.into_bytes().into(),
+                value: b"v".to_vec().into(),
+                ..SetRequest::default()
+            })
+            .await
+            .unwrap();
+        // A write that waited for the copy took the replication wait (500 ms).
+        slow += usize::from(started.elapsed() >= Duration::from_millis(400));
+    }
+    assert!(
+        slow <= 2,
+        "{slow} of 20 writes waited for the frozen replica"
+    );
+}

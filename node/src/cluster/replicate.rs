@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kcache_client::proto::{ReplicateRequest, VersionedEntry};
@@ -25,6 +25,11 @@ use crate::store::{Store, Versioned};
 const QUEUE_LIMIT: usize = 65_536;
 /// Deadline of one batch: peers answer in microseconds, so a second means trouble.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long after a failed batch writes stop waiting for the peer (`--write-ack
+/// all`): its copies still queue, in order, but a frozen or cut-off replica would
+/// otherwise cost every write the full replication wait. A batch that succeeds ends
+/// it early.
+const SUSPECT: Duration = Duration::from_secs(5);
 
 /// The per-peer queues.
 #[derive(Debug, Default)]
@@ -37,6 +42,16 @@ struct Queue {
     jobs: Mutex<VecDeque<Job>>,
     queued: Notify,
     room: Arc<Semaphore>,
+    /// Until when writes do not wait for this peer ([`SUSPECT`]).
+    suspect_until: Mutex<Option<Instant>>,
+}
+
+impl Queue {
+    fn suspect(&self) -> bool {
+        self.suspect_until
+            .lock()
+            .is_some_and(|until| Instant::now() < until)
+    }
 }
 
 #[derive(Debug)]
@@ -56,8 +71,9 @@ pub struct Route<'a> {
 
 impl Replicator {
     /// Queues the key's current state in `store` (or its deletion) for each of
-    /// `addresses`; with `wait`, returns once every peer applied it or failed to.
-    /// Returns how many peers did not take it (only known when waiting).
+    /// `addresses`; with `wait`, returns once every peer applied it or failed to, not
+    /// waiting for a peer whose last batch failed within [`SUSPECT`]. Returns how many
+    /// peers did not take it or were not waited for (only known when waiting).
     pub async fn copy(
         &self,
         route: Route<'_>,
@@ -67,26 +83,31 @@ impl Replicator {
         wait: bool,
     ) -> usize {
         let mut pending = Vec::new();
+        let mut failed = 0;
         for address in addresses {
             let queue = self.queue(&route, address);
             let room = queue.room.clone().acquire_owned().await;
             let Ok(room) = room else { continue };
             let (done, finished) = oneshot::channel();
+            let waits = wait && !queue.suspect();
             {
                 let mut jobs = queue.jobs.lock();
                 jobs.push_back(Job {
                     entry: state(store, key),
-                    done: wait.then_some(done),
+                    done: waits.then_some(done),
                     _room: room,
                 });
             }
             queue.queued.notify_one();
-            pending.push(finished);
+            if waits {
+                pending.push(finished);
+            } else {
+                failed += 1;
+            }
         }
         if !wait {
             return 0;
         }
-        let mut failed = 0;
         for finished in pending {
             failed += usize::from(!finished.await.unwrap_or(false));
         }
@@ -114,6 +135,7 @@ impl Replicator {
             jobs: Mutex::new(VecDeque::new()),
             queued: Notify::new(),
             room: Arc::new(Semaphore::new(QUEUE_LIMIT)),
+            suspect_until: Mutex::new(None),
         });
         queues.insert(address.to_owned(), queue.clone());
         let peer = route.peers.peer(address);
@@ -123,8 +145,8 @@ impl Replicator {
     }
 }
 
-/// The key's state as the store holds it now: its entry, or its deletion at a fresh
-/// version (above the entry it removed).
+/// The key's state as the store holds it now: its entry, or its deletion at the
+/// version of its tombstone (a fresh one, above the entry it removed, if none).
 fn state(store: &Store, key: &Bytes) -> VersionedEntry {
     match store.peek(key) {
         Some(entry) => to_proto(Versioned {
@@ -135,7 +157,7 @@ fn state(store: &Store, key: &Bytes) -> VersionedEntry {
         }),
         None => VersionedEntry {
             key: key.clone(),
-            version: store.next_version(),
+            version: store.tombstone(key).unwrap_or_else(|| store.next_version()),
             deleted: true,
             ..VersionedEntry::default()
         },
@@ -165,10 +187,14 @@ async fn send(
         });
         request.set_timeout(BATCH_TIMEOUT);
         let applied = match peer.replicate(request).await {
-            Ok(_) => true,
+            Ok(_) => {
+                *queue.suspect_until.lock() = None;
+                true
+            }
             Err(status) => {
                 tracing::debug!(%status, entries = batch.len(), "replication failed");
                 metrics.replication_error();
+                *queue.suspect_until.lock() = Some(Instant::now() + SUSPECT);
                 false
             }
         };
