@@ -44,14 +44,16 @@ async fn metric(node: &Node, name: &str) -> u64 {
         .map_or(0, |n| n.trim().parse().unwrap())
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_missed_writes_and_deletes_converges_without_a_member_change() {
     let cluster = Cluster::new(2).with_anti_entropy(Duration::from_millis(200));
-    let (to_a, a_views) = watch::channel(Arc::new(View::default()));
+    // B first, so that A starts already seeing B: A's placement then includes B from
+    // its start, and no handoff of A's ever counts B a new owner (a handoff, not
+    // anti-entropy, would then bring B everything).
     let (to_b, b_views) = watch::channel(Arc::new(View::default()));
-    let a = cluster.start_watching(0, 0, a_views).await;
     let b = cluster.start_watching(1, 0, b_views).await;
+    let (to_a, a_views) = watch::channel(Arc::new(View::new(vec![b.member()])));
+    let a = cluster.start_watching(0, 0, a_views).await;
     let both = Arc::new(View::new(vec![a.member(), b.member()]));
     to_a.send_replace(both.clone());
     to_b.send_replace(both.clone());

@@ -10,6 +10,9 @@
 //! a delete one of them missed reaches it as the other's tombstone. Rounds are skipped
 //! while membership moves (a handoff is then on its way) and with a peer whose view
 //! differs (their digests would cover different keys).
+//!
+//! Each round also hands off entries this node holds but does not own
+//! ([`super::rebalance::tidy`]): copies that arrived after its own handoff pass.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -51,13 +54,12 @@ pub fn digest(store: &Store, view: &View, replication: usize, me: &str, peer: &s
     let mut buckets = vec![0u64; BUCKETS];
     let mut cursor = Some(ScanCursor::default());
     while let Some(at) = cursor {
-        let (batch, next) = store.scan(at, BATCH, BATCH_BYTES);
+        let (batch, next) = store.scan_versions(at, BATCH);
         cursor = next;
-        for entry in batch {
-            if shared(view, replication, me, peer, &entry.key) {
-                let key_hash = stable_hash(&entry.key);
-                buckets[bucket(&entry.key)] =
-                    buckets[bucket(&entry.key)].wrapping_add(mix(key_hash ^ entry.version));
+        for (key, version) in batch {
+            if shared(view, replication, me, peer, &key) {
+                let b = bucket(&key);
+                buckets[b] = buckets[b].wrapping_add(mix(stable_hash(&key) ^ version));
             }
         }
     }
@@ -173,6 +175,13 @@ pub async fn run(
         }
         if cluster.is_single() || cluster.is_draining() || !cluster.settled() {
             continue;
+        }
+        let tidied = super::rebalance::tidy(&store, &cluster).await;
+        if tidied.dropped > 0 {
+            tracing::info!(
+                dropped = tidied.dropped,
+                "handed off entries this node held but did not own"
+            );
         }
         let view = cluster.view();
         let me = cluster.me.id.clone();

@@ -144,6 +144,34 @@ impl Handoff {
     }
 }
 
+/// Hands the entries this node holds but does not own in the current view to their
+/// owners, and drops them here: entries that reached it after its own handoff pass
+/// for a change had scanned past them (another member's pass for an older placement
+/// still sending) would otherwise stay as extra, aging copies until the next change.
+/// Run when membership is still.
+pub async fn tidy(store: &Store, cluster: &Cluster) -> Handoff {
+    let mut outcome = Handoff::default();
+    let view = cluster.view();
+    // Most rounds find nothing to move: look at keys alone before copying values.
+    let me = cluster.me.id.as_str();
+    let mut cursor = Some(ScanCursor::default());
+    let mut unowned = false;
+    while let (Some(at), false) = (cursor, unowned) {
+        let (batch, next) = store.scan_versions(at, BATCH);
+        cursor = next;
+        unowned = batch.iter().any(|(key, _)| {
+            !view
+                .owners(key, cluster.replication)
+                .iter()
+                .any(|m| m.id == me)
+        });
+    }
+    if unowned {
+        move_unowned(store, cluster, &view, &mut outcome).await;
+    }
+    outcome
+}
+
 /// Sends the entries `view` places elsewhere to all their owners and removes them
 /// here once every owner acknowledged (and only if unchanged since the scan).
 async fn move_unowned(store: &Store, cluster: &Cluster, view: &View, outcome: &mut Handoff) {

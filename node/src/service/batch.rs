@@ -1,8 +1,9 @@
 //! MultiGet and MultiSet: a batch split by owner, each part served where it lives.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
+use futures::StreamExt as _;
 use kcache_client::placement::Member;
 use kcache_client::proto::{
     GetRequest, GetResponse, MultiGetRequest, MultiSetRequest, SetRequest, SetResponse,
@@ -11,6 +12,8 @@ use tonic::Status;
 
 use super::CacheService;
 
+/// Items of one MultiSet written at once.
+const BATCH_DEPTH: usize = 64;
 /// Most value bytes one MultiGet reply may carry (one value larger than this still
 /// goes alone): a batch of repeated large keys would otherwise build a reply of
 /// gigabytes.
@@ -137,12 +140,25 @@ impl CacheService {
         // From here on the batch is being written: an item that fails says so in its
         // own result, and the call succeeds with the others' results, so a client
         // never takes a partly written batch for an unwritten one (and retries it).
-        for i in local {
-            replies[i] = self
-                .set(items[i].clone(), forwarded)
-                .await
-                .unwrap_or_else(failed);
+        // Items on distinct keys are written concurrently, so a large batch is not a
+        // chain of replication round trips (a forwarded part must answer within the
+        // peer deadline); a batch naming a key twice is written in order.
+        let distinct = {
+            let mut seen = HashSet::with_capacity(local.len());
+            local.iter().all(|&i| seen.insert(&items[i].key))
+        };
+        let depth = if distinct { BATCH_DEPTH } else { 1 };
+        let items_ref = &items;
+        let mut written = futures::stream::iter(local)
+            .map(|i| async move {
+                let result = self.set(items_ref[i].clone(), forwarded).await;
+                (i, result.unwrap_or_else(failed))
+            })
+            .buffer_unordered(depth);
+        while let Some((i, reply)) = written.next().await {
+            replies[i] = reply;
         }
+        drop(written);
         let groups = remote.into_values().map(|(member, indexes)| {
             let subset = MultiSetRequest {
                 items: indexes.iter().map(|&i| items[i].clone()).collect(),

@@ -677,6 +677,40 @@ impl Store {
         (out, None)
     }
 
+    /// As [`Store::scan`], but only keys and versions (no value is copied), up to `max`
+    /// of them a step: what anti-entropy digests and ownership checks need.
+    pub fn scan_versions(
+        &self,
+        cursor: ScanCursor,
+        max: usize,
+    ) -> (Vec<(Bytes, u64)>, Option<ScanCursor>) {
+        let now = self.clock.monotonic_ms();
+        let mut out = Vec::new();
+        let mut cursor = cursor;
+        while cursor.shard < SHARDS {
+            let shard = self.shards[cursor.shard].lock();
+            if shard.compactions != cursor.compactions {
+                cursor.slot = 0;
+                cursor.compactions = shard.compactions;
+            }
+            let next = shard.scan_versions(cursor.slot, max, now, &mut out);
+            drop(shard);
+            match next {
+                Some(slot) => {
+                    cursor.slot = slot;
+                    return (out, Some(cursor));
+                }
+                None => {
+                    cursor = ScanCursor {
+                        shard: cursor.shard + 1,
+                        ..ScanCursor::default()
+                    }
+                }
+            }
+        }
+        (out, None)
+    }
+
     /// Active expiry over every shard, `budget` slots each; returns entries removed.
     pub fn sweep_expired(&self, budget: usize) -> usize {
         let now = self.clock.monotonic_ms();

@@ -245,6 +245,28 @@ impl Shard {
         None
     }
 
+    /// As [`Shard::scan`], but copies out only keys and versions, up to `max`.
+    pub(crate) fn scan_versions(
+        &self,
+        from: u32,
+        max: usize,
+        now: u64,
+        out: &mut Vec<(Bytes, u64)>,
+    ) -> Option<u32> {
+        let mut id = from;
+        while id < self.high_water {
+            if out.len() >= max {
+                return Some(id);
+            }
+            let slot = self.slot(id);
+            if !slot.is_free() && !slot.is_expired(now) {
+                out.push((Bytes::copy_from_slice(slot.key()), slot.version));
+            }
+            id += 1;
+        }
+        None
+    }
+
     /// The entry without counting a hit or feeding the sketch (replication reads).
     pub(crate) fn peek(&self, hash: u64, key: &[u8], now: u64) -> Option<Entry> {
         let id = self.find(hash, key)?;
