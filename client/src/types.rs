@@ -162,6 +162,7 @@ mod tests {
             value: "v".into(),
             version: 3,
             ttl_ms: Some(1500),
+            deleted_version: 0,
         };
         let value = Value::from_reply(hit).expect("a hit");
         assert_eq!(value.version, 3);

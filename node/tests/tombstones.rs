@@ -199,3 +199,66 @@ async fn a_joiner_increments_the_current_value_not_the_copy_it_synced() {
     let reply = at_j.increment(increment(0)).await.unwrap().into_inner();
     assert_eq!(reply.value, 8);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_does_not_increment_a_copy_deleted_at_its_previous_owner() {
+    let cluster = Cluster::new(1);
+    let (to_a, a_views) = watch::channel(Arc::new(View::default()));
+    let a = cluster.start_watching(0, 0, a_views).await;
+    to_a.send_replace(view(&[&a]));
+    a.ready().await;
+    let ids = View::new(
+        ["kcache-0", "kcache-1"]
+            .map(|id| Member {
+                id: id.into(),
+                address: String::new(),
+            })
+            .to_vec(),
+    );
+    let key = (0..)
+        .map(|i| format!("deleted-counter-{i}"))
+        .find(|k| ids.owners(k.as_bytes(), 1)[0].id == "kcache-1")
+        .unwrap();
+    let increment = |delta| IncrementRequest {
+        key: key.clone().into_bytes().into(),
+        delta,
+        ..IncrementRequest::default()
+    };
+    let mut at_a = CacheClient::new(a.channel());
+    at_a.increment(increment(5)).await.unwrap();
+
+    // J syncs the counter (5), then A, which has not seen J yet, deletes it.
+    let (to_j, j_views) = watch::channel(view(&[&a]));
+    let j = cluster.start_watching(1, 0, j_views).await;
+    j.ready().await;
+    assert!(holds(&j, &key).await);
+    let both = view(&[&a, &j]);
+    to_j.send_replace(both.clone());
+    sees(&j, &both).await;
+    let deleted = at_a
+        .delete(DeleteRequest {
+            key: key.clone().into_bytes().into(),
+            ..DeleteRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(deleted.deleted);
+
+    // J owns the counter now: its increment starts from nothing, not from its copy.
+    let mut at_j = CacheClient::new(j.channel());
+    let reply = at_j.increment(increment(1)).await.unwrap().into_inner();
+    assert_eq!(reply.value, 1, "the increment revived a deleted copy");
+    // A's handoff brings the tombstone, which the newer counter outlives.
+    let passes = a.handoff_passes().await;
+    to_a.send_replace(both);
+    a.handoff_passes_reach(passes + 1).await;
+    assert_eq!(
+        at_j.increment(increment(0))
+            .await
+            .unwrap()
+            .into_inner()
+            .value,
+        1
+    );
+}

@@ -11,6 +11,9 @@
 //! while membership moves (a handoff is then on its way) and with a peer whose view
 //! differs (their digests would cover different keys).
 //!
+//! A member that evicted since its last round repairs only the keys it holds (and
+//! deletes): full owners evict different keys, and refilling them would undo eviction.
+//!
 //! Each round also hands off entries this node holds but does not own
 //! ([`super::rebalance::tidy`]): copies that arrived after its own handoff pass.
 
@@ -168,6 +171,7 @@ pub async fn run(
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut evictions = store.stats().evictions;
     loop {
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
@@ -183,10 +187,15 @@ pub async fn run(
                 "handed off entries this node held but did not own"
             );
         }
+        // A store that evicted since the last round is full: copies differ because
+        // each owner evicted different keys, and filling this one back up would only
+        // evict others. Then only keys it holds are repaired (and deletes).
+        let evicted = std::mem::replace(&mut evictions, store.stats().evictions);
+        let fill = evicted == evictions;
         let view = cluster.view();
         let me = cluster.me.id.clone();
         for peer in view.members().iter().filter(|m| m.id != me) {
-            match round(&store, &cluster, &view, peer, &metrics).await {
+            match round(&store, &cluster, &view, peer, &metrics, fill).await {
                 Ok(()) => metrics.rounds.inc(),
                 Err(err) => {
                     metrics.failures.inc();
@@ -204,10 +213,12 @@ async fn round(
     view: &View,
     peer: &Member,
     metrics: &AntiEntropyMetrics,
+    fill: bool,
 ) -> Result<(), String> {
     let me = cluster.me.id.as_str();
     let replication = cluster.replication;
-    let mut client = cluster.peers.peer(&peer.address);
+    let max_entry = store.limits().max_value_size + store.limits().max_key_size;
+    let mut client = cluster.peers.peer_receiving(&peer.address, max_entry);
     let request = DigestRequest {
         member_id: me.to_owned(),
         epoch: view.epoch(),
@@ -256,6 +267,9 @@ async fn round(
             Err(_) => return Err(format!("the repair stalled for {PEER_WAIT:?}")),
         };
         for entry in batch.entries {
+            if !fill && !entry.deleted && store.peek(&entry.key).is_none() {
+                continue;
+            }
             if apply(store, entry).unwrap_or(false) {
                 metrics.repaired.inc();
             }

@@ -1,18 +1,17 @@
 //! Node-to-node plumbing: a pool of channels to peers, and the `kcache.v1.Peer`
 //! service that applies replicated and handed-off entries.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dashmap::DashMap;
 use kcache_client::placement::{Member, View};
 use kcache_client::proto::{
     self, ReplicateRequest, ReplicateResponse, SyncRequest, VersionedEntry,
     cache_client::CacheClient, peer_client::PeerClient,
 };
 use kcache_client::{ConnectOptions, Connection, Tls, Token};
-use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
@@ -38,7 +37,9 @@ const ENTRY_SLACK: usize = 64 << 10;
 /// to it (HTTP/2 multiplexes them).
 #[derive(Debug, Default)]
 pub struct PeerPool {
-    channels: Mutex<HashMap<String, Connection>>,
+    /// A concurrent map: every forwarded request and replication batch looks its peer
+    /// up here, from every worker thread.
+    channels: DashMap<String, Connection>,
     /// TLS and token of every peer connection, set once before the first call (their
     /// contents reload in place).
     credentials: std::sync::OnceLock<(Option<Tls>, Option<Token>)>,
@@ -51,9 +52,11 @@ impl PeerPool {
     }
 
     pub fn channel(&self, address: &str) -> Connection {
+        if let Some(channel) = self.channels.get(address) {
+            return channel.clone();
+        }
         let (tls, token) = self.credentials.get().cloned().unwrap_or_default();
-        let mut channels = self.channels.lock();
-        channels
+        self.channels
             .entry(address.to_owned())
             .or_insert_with(|| {
                 Connection::new(
@@ -87,7 +90,6 @@ impl PeerPool {
     /// Drops channels to addresses no longer in use.
     pub fn retain(&self, addresses: &[&str]) {
         self.channels
-            .lock()
             .retain(|address, _| addresses.contains(&address.as_str()));
     }
 }

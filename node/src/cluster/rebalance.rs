@@ -338,7 +338,15 @@ pub async fn run(
         cluster.peers.retain(&addresses);
         cluster.replicas.retain(&addresses);
         let previous = if first {
-            Arc::new(next.without(&cluster.me.id))
+            // The members as this node found them at its start (the endpoints before
+            // it joined): in a burst of joins, a fellow joiner in `next` holds only a
+            // synced copy. A node that started seeing nobody takes the others now.
+            let before = placed.without(&cluster.me.id);
+            Arc::new(if before.is_empty() {
+                next.without(&cluster.me.id)
+            } else {
+                before
+            })
         } else {
             placed.clone()
         };

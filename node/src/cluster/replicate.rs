@@ -7,11 +7,12 @@
 //! is queued in batches, so ordering costs no throughput; the queue is bounded, so
 //! `--write-ack one` cannot pile up copies without limit.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use dashmap::DashMap;
 use kcache_client::proto::{ReplicateRequest, VersionedEntry};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
@@ -30,11 +31,16 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(1);
 /// otherwise cost every write the full replication wait. A batch that succeeds ends
 /// it early.
 const SUSPECT: Duration = Duration::from_secs(5);
+/// How long a write waits for a suspect peer: enough for one that recovered (peers
+/// answer in milliseconds), so an acknowledged write is on it again, too short for a
+/// frozen one to slow every write.
+const SUSPECT_WAIT: Duration = Duration::from_millis(50);
 
 /// The per-peer queues.
 #[derive(Debug, Default)]
 pub struct Replicator {
-    queues: Mutex<HashMap<String, Arc<Queue>>>,
+    /// Every replicated write looks its peers' queues up here, from every worker.
+    queues: DashMap<String, Arc<Queue>>,
 }
 
 #[derive(Debug)]
@@ -71,9 +77,10 @@ pub struct Route<'a> {
 
 impl Replicator {
     /// Queues the key's current state in `store` (or its deletion) for each of
-    /// `addresses`; with `wait`, returns once every peer applied it or failed to, not
-    /// waiting for a peer whose last batch failed within [`SUSPECT`]. Returns how many
-    /// peers did not take it or were not waited for (only known when waiting).
+    /// `addresses`; with `wait`, returns once every peer applied it or failed to,
+    /// waiting no more than [`SUSPECT_WAIT`] for a peer whose last batch failed within
+    /// [`SUSPECT`]. Returns how many peers did not take it in time (only known when
+    /// waiting).
     pub async fn copy(
         &self,
         route: Route<'_>,
@@ -83,40 +90,42 @@ impl Replicator {
         wait: bool,
     ) -> usize {
         let mut pending = Vec::new();
-        let mut failed = 0;
         for address in addresses {
             let queue = self.queue(&route, address);
             let room = queue.room.clone().acquire_owned().await;
             let Ok(room) = room else { continue };
             let (done, finished) = oneshot::channel();
-            let waits = wait && !queue.suspect();
+            let patience = queue.suspect().then_some(SUSPECT_WAIT);
             {
                 let mut jobs = queue.jobs.lock();
                 jobs.push_back(Job {
                     entry: state(store, key),
-                    done: waits.then_some(done),
+                    done: wait.then_some(done),
                     _room: room,
                 });
             }
             queue.queued.notify_one();
-            if waits {
-                pending.push(finished);
-            } else {
-                failed += 1;
-            }
+            pending.push((finished, patience));
         }
         if !wait {
             return 0;
         }
-        for finished in pending {
-            failed += usize::from(!finished.await.unwrap_or(false));
+        let mut failed = 0;
+        for (finished, patience) in pending {
+            let applied = match patience {
+                Some(limit) => tokio::time::timeout(limit, finished)
+                    .await
+                    .is_ok_and(|r| r.unwrap_or(false)),
+                None => finished.await.unwrap_or(false),
+            };
+            failed += usize::from(!applied);
         }
         failed
     }
 
     /// Stops the queues of addresses no longer in use (once they are sent).
     pub fn retain(&self, addresses: &[&str]) {
-        self.queues.lock().retain(|address, queue| {
+        self.queues.retain(|address, queue| {
             let keep = addresses.contains(&address.as_str());
             if !keep {
                 queue.room.close();
@@ -127,21 +136,24 @@ impl Replicator {
     }
 
     fn queue(&self, route: &Route<'_>, address: &str) -> Arc<Queue> {
-        let mut queues = self.queues.lock();
-        if let Some(queue) = queues.get(address) {
+        if let Some(queue) = self.queues.get(address) {
             return queue.clone();
         }
-        let queue = Arc::new(Queue {
-            jobs: Mutex::new(VecDeque::new()),
-            queued: Notify::new(),
-            room: Arc::new(Semaphore::new(QUEUE_LIMIT)),
-            suspect_until: Mutex::new(None),
-        });
-        queues.insert(address.to_owned(), queue.clone());
-        let peer = route.peers.peer(address);
-        let (me, metrics) = (route.me.to_owned(), route.metrics.clone());
-        tokio::spawn(send(queue.clone(), peer, me, metrics));
-        queue
+        self.queues
+            .entry(address.to_owned())
+            .or_insert_with(|| {
+                let queue = Arc::new(Queue {
+                    jobs: Mutex::new(VecDeque::new()),
+                    queued: Notify::new(),
+                    room: Arc::new(Semaphore::new(QUEUE_LIMIT)),
+                    suspect_until: Mutex::new(None),
+                });
+                let peer = route.peers.peer(address);
+                let (me, metrics) = (route.me.to_owned(), route.metrics.clone());
+                tokio::spawn(send(queue.clone(), peer, me, metrics));
+                queue
+            })
+            .clone()
     }
 }
 

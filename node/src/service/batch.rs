@@ -35,6 +35,12 @@ impl CacheService {
         let mut replies = vec![GetResponse::default(); keys.len()];
         let mut remote: HashMap<String, (Member, Vec<usize>)> = HashMap::new();
         let mut misses = Vec::new();
+        // The reply's size is checked as it grows, and a key named again shares the
+        // first lookup's value (no copy), so no request makes the node build a reply
+        // past the limit.
+        let limit = MAX_REPLY_BYTES.max(self.store.limits().max_value_size);
+        let mut local_bytes = 0usize;
+        let mut first_of: HashMap<&Bytes, usize> = HashMap::new();
         for (i, key) in keys.iter().enumerate() {
             match self.place(key, forwarded) {
                 Some(p) if !p.local => {
@@ -46,7 +52,15 @@ impl CacheService {
                         .push(i);
                 }
                 _ => {
-                    replies[i] = get_response(self.store.get(key).map_err(to_status)?);
+                    replies[i] = match first_of.get(key) {
+                        Some(&first) => replies[first].clone(),
+                        None => get_response(self.store.get(key).map_err(to_status)?),
+                    };
+                    first_of.entry(key).or_insert(i);
+                    local_bytes += replies[i].value.len();
+                    if local_bytes > limit {
+                        return Err(too_large(local_bytes, limit));
+                    }
                     if !replies[i].found {
                         misses.push(i);
                     }
@@ -97,12 +111,8 @@ impl CacheService {
             }
         }
         let bytes: usize = replies.iter().map(|r| r.value.len()).sum();
-        let limit = MAX_REPLY_BYTES.max(self.store.limits().max_value_size);
         if bytes > limit {
-            return Err(Status::resource_exhausted(format!(
-                "the reply would carry {bytes} bytes of values; the limit is {limit}: ask for \
-                 fewer keys, and for each key once"
-            )));
+            return Err(too_large(bytes, limit));
         }
         Ok(replies)
     }
@@ -197,6 +207,13 @@ impl CacheService {
         }
         Ok(replies)
     }
+}
+
+fn too_large(bytes: usize, limit: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "the reply would carry at least {bytes} bytes of values; the limit is {limit}: ask \
+         for fewer keys, and for each key once"
+    ))
 }
 
 /// The result of a batch item that failed.

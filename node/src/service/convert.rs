@@ -18,6 +18,7 @@ pub(super) fn get_response(entry: Option<Entry>) -> GetResponse {
             value: entry.value,
             version: entry.version,
             ttl_ms: entry.ttl_ms,
+            deleted_version: 0,
         },
         None => GetResponse::default(),
     }

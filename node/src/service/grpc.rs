@@ -17,9 +17,16 @@ fn is_forwarded<T>(req: &Request<T>) -> bool {
 impl proto::cache_server::Cache for CacheService {
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         if req.metadata().get(HOP_HEADER).is_some_and(|v| v == PROBE) {
-            let found = self.store.get(&req.get_ref().key).map_err(to_status);
+            let key = &req.get_ref().key;
+            let found = self.store.get(key).map_err(to_status).map(|entry| {
+                let mut reply = get_response(entry);
+                if !reply.found {
+                    reply.deleted_version = self.store.tombstone(key).unwrap_or(0);
+                }
+                reply
+            });
             return self
-                .observed("probe", async { found.map(get_response) })
+                .observed("probe", async { found })
                 .await
                 .map(Response::new);
         }

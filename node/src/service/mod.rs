@@ -71,6 +71,14 @@ struct Applied<Resp> {
     replicate: bool,
 }
 
+/// What a key's other owners hold of it, as read-through probes found.
+struct Elsewhere {
+    /// The newest copy.
+    found: Option<GetResponse>,
+    /// The newest delete remembered (a tombstone's version), 0 if none.
+    deleted: u64,
+}
+
 /// What the service needs to know about the node it runs on.
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
@@ -268,8 +276,9 @@ impl CacheService {
 
     /// A local miss while a handoff may still be on its way here is looked for at the
     /// key's previous and other owners, so a key that moved is not reported missing
-    /// before it arrives; the newest copy found wins, unless this node remembers a
-    /// newer delete of the key (a copy that missed the delete must not bring it back).
+    /// before it arrives; the newest copy found wins, unless a newer delete of the key
+    /// is remembered here or there (a copy that missed the delete must not bring it
+    /// back).
     async fn read_through(&self, key: &Bytes, local: GetResponse) -> GetResponse {
         if local.found {
             return local;
@@ -278,8 +287,9 @@ impl CacheService {
         if elsewhere.is_empty() {
             return local;
         }
-        let deleted = self.store.tombstone(key).unwrap_or(0);
-        match self.newest_at(key, &elsewhere).await {
+        let seen = self.newest_at(key, &elsewhere).await;
+        let deleted = self.store.tombstone(key).unwrap_or(0).max(seen.deleted);
+        match seen.found {
             Some(found) if found.version > deleted => {
                 self.metrics.read_through();
                 found
@@ -288,8 +298,9 @@ impl CacheService {
         }
     }
 
-    /// The newest copy of `key` the given members hold in their own stores.
-    async fn newest_at(&self, key: &Bytes, members: &[Member]) -> Option<GetResponse> {
+    /// What the given members hold of `key` in their own stores: the newest copy, and
+    /// the newest delete they remember.
+    async fn newest_at(&self, key: &Bytes, members: &[Member]) -> Elsewhere {
         let probes = members.iter().map(|member| {
             let mut client = self.cluster.peers.cache(&member.address);
             let mut request = Request::new(GetRequest { key: key.clone() });
@@ -300,35 +311,43 @@ impl CacheService {
             );
             async move { client.get(request).await }
         });
-        futures::future::join_all(probes)
+        let replies: Vec<GetResponse> = futures::future::join_all(probes)
             .await
             .into_iter()
             .filter_map(|reply| reply.ok().map(Response::into_inner))
-            .filter(|reply| reply.found)
-            .max_by_key(|reply| reply.version)
+            .collect();
+        Elsewhere {
+            deleted: replies.iter().map(|r| r.deleted_version).max().unwrap_or(0),
+            found: replies
+                .into_iter()
+                .filter(|reply| reply.found)
+                .max_by_key(|reply| reply.version),
+        }
     }
 
-    /// Takes in a newer copy of the key from its previous and other owners while a
-    /// handoff may be on its way ([`Cluster::write_through`]), so a write that
-    /// depends on the key's state sees it: an increment goes on from the value the key
-    /// has, not from nothing or from the copy this node synced before it joined; an
-    /// IfAbsent set does not succeed twice. The store keeps the newer version and
-    /// refuses a copy older than a delete it remembers.
+    /// Takes in a newer copy of the key, or a newer delete of it, from its previous
+    /// and other owners while a handoff may be on its way
+    /// ([`Cluster::write_through`]), so a write that depends on the key's state sees
+    /// it: an increment goes on from the value the key has, not from nothing or from
+    /// the copy this node synced before it joined; an IfAbsent set does not succeed
+    /// twice; a key deleted at its previous owner stays deleted. The store keeps the
+    /// newer version and refuses a copy older than a delete it remembers.
     async fn fetch_newer(&self, key: &Bytes) {
         let elsewhere = self.cluster.write_through(key);
         if elsewhere.is_empty() {
             return;
         }
-        let Some(found) = self.newest_at(key, &elsewhere).await else {
+        let seen = self.newest_at(key, &elsewhere).await;
+        let local = self.store.peek(key).map_or(0, |entry| entry.version);
+        if seen.deleted > local {
+            match self.store.apply_delete(key, seen.deleted) {
+                Ok(_) => self.metrics.read_through(),
+                Err(err) => tracing::debug!(%err, "could not take in a fetched delete"),
+            }
+        }
+        let Some(found) = seen.found.filter(|f| f.version > local) else {
             return;
         };
-        if self
-            .store
-            .peek(key)
-            .is_some_and(|local| local.version >= found.version)
-        {
-            return;
-        }
         let entry = crate::store::Versioned {
             key: key.clone(),
             value: found.value,
@@ -387,7 +406,10 @@ impl CacheService {
             "delete",
             &key,
             forwarded,
-            req.if_version.is_some(),
+            // Even an unconditional delete first takes in a newer copy while a handoff
+            // may be on its way: its version must be above that copy's, or the copy
+            // (from a member whose clock runs ahead) would bring the key back.
+            true,
             req,
             |mut c, r| Box::pin(async move { c.delete(r).await }),
             |this, req| {

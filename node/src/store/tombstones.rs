@@ -92,8 +92,11 @@ impl Tombstones {
             }
         }
         self.queue.push_back((until, key));
-        while self.bytes > cap && self.pop_oldest() {
-            self.dropped += 1;
+        while self.bytes > cap && !self.queue.is_empty() {
+            // Stale queue elements (a mark re-recorded or cleared) go without a mark.
+            if self.pop_oldest() {
+                self.dropped += 1;
+            }
         }
         if self.queue.len() > 2 * self.marks.len() + 64 {
             self.rebuild_queue();
