@@ -1,5 +1,6 @@
-//! Chooses the store engine by measurement: kcache's own store against moka and
-//! quick_cache (and plain LRU for hit ratio), on the same keys, values and traces.
+//! Chooses the store engine by measurement: kcache's own store against moka,
+//! quick_cache and a bounded dashmap (and plain LRU for hit ratio), on the same keys,
+//! values and traces.
 //! Prints a Markdown table for the README.
 //!
 //! `cargo bench -p kcache-node --bench engines`
@@ -80,6 +81,29 @@ impl Engine for Quick {
 
 type Stamped = (u64, Box<[u8]>);
 
+/// "Just use a concurrent map": dashmap, bounded the simplest way (past its capacity,
+/// an insert first removes whichever entry the map yields first). No recency, no
+/// frequency, no memory accounting.
+struct Dash {
+    map: dashmap::DashMap<Box<[u8]>, Box<[u8]>>,
+    capacity: usize,
+}
+
+impl Engine for Dash {
+    fn get(&self, key: &[u8]) -> bool {
+        self.map.contains_key(key)
+    }
+    fn set(&self, key: Box<[u8]>, value: Box<[u8]>) {
+        if self.map.len() >= self.capacity && !self.map.contains_key(&key) {
+            let victim = self.map.iter().next().map(|e| e.key().clone());
+            if let Some(victim) = victim {
+                self.map.remove(&victim);
+            }
+        }
+        self.map.insert(key, value);
+    }
+}
+
 /// Plain LRU by entry count, the baseline eviction policies are judged against.
 #[derive(Default)]
 struct Lru {
@@ -125,6 +149,13 @@ fn moka(entries: u64) -> Moka {
 
 fn quick(entries: u64) -> Quick {
     Quick(quick_cache::sync::Cache::new(entries as usize))
+}
+
+fn dash(entries: u64) -> Dash {
+    Dash {
+        map: dashmap::DashMap::with_capacity(entries as usize),
+        capacity: entries as usize,
+    }
 }
 
 /// Heap bytes an engine holds per entry beyond key and value, after `FILL` inserts.
@@ -216,6 +247,7 @@ fn main() {
     let kcache_overhead = overhead_per_entry(|| Box::new(kcache(1 << 32)));
     let moka_overhead = overhead_per_entry(|| Box::new(moka(FILL * 2)));
     let quick_overhead = overhead_per_entry(|| Box::new(quick(FILL * 2)));
+    let dash_overhead = overhead_per_entry(|| Box::new(dash(FILL * 2)));
 
     // Every engine holds as many entries as its measured overhead allows in BUDGET;
     // kcache charges allocator rounding on top, so its limit is set to that count.
@@ -223,11 +255,13 @@ fn main() {
     let kcache_hits = hit_ratio(&kcache(kcache_limit), &trace);
     let moka_hits = hit_ratio(&moka(capacity_for(moka_overhead)), &trace);
     let quick_hits = hit_ratio(&quick(capacity_for(quick_overhead)), &trace);
+    let dash_hits = hit_ratio(&dash(capacity_for(dash_overhead)), &trace);
     let lru_hits = lru_hit_ratio(capacity_for(kcache_overhead) as usize, &trace);
 
     let kcache_ops = throughput(Arc::new(kcache(kcache_limit)), trace.clone());
     let moka_ops = throughput(Arc::new(moka(capacity_for(moka_overhead))), trace.clone());
     let quick_ops = throughput(Arc::new(quick(capacity_for(quick_overhead))), trace.clone());
+    let dash_ops = throughput(Arc::new(dash(capacity_for(dash_overhead))), trace.clone());
 
     println!(
         "Entries of {KEY_LEN}-byte keys and {VALUE_LEN}-byte values. Hit ratio: cache-aside over \
@@ -260,6 +294,12 @@ fn main() {
         Some(quick_overhead),
         quick_hits,
         Some(quick_ops),
+    );
+    row(
+        "dashmap 6, bounded by arbitrary removal",
+        Some(dash_overhead),
+        dash_hits,
+        Some(dash_ops),
     );
     row("plain LRU (reference)", None, lru_hits, None);
 }
