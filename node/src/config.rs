@@ -11,6 +11,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::cluster::{WriteAck, membership::parse_peers};
 use crate::security::{SecurityConfig, TlsFiles};
+use crate::resp::ClusterMode;
 use crate::server::Discovery;
 use crate::store::{Limits, MAX_KEY_SIZE};
 
@@ -21,6 +22,17 @@ pub struct Args {
     /// Address of the gRPC API (kcache.v1.Cache, health, reflection).
     #[arg(long, env = "KCACHE_GRPC_ADDR", default_value = "0.0.0.0:7000")]
     pub grpc_addr: SocketAddr,
+
+    /// Address of the Redis-protocol port (RESP2/RESP3, e.g. 0.0.0.0:6379); off when
+    /// unset.
+    #[arg(long, env = "KCACHE_REDIS_ADDR")]
+    pub redis_addr: Option<SocketAddr>,
+
+    /// How the Redis port presents the cluster: standalone (a plain Redis server;
+    /// CLUSTER commands are refused) or emulated (a one-shard Redis Cluster of this node, so
+    /// Redis Cluster clients connect too; every node forwards keys to their owners).
+    #[arg(long, env = "KCACHE_REDIS_CLUSTER_MODE", value_enum, default_value_t = ClusterMode::Standalone)]
+    pub redis_cluster_mode: ClusterMode,
 
     /// Address of the admin HTTP endpoints: /metrics, /healthz, /readyz.
     #[arg(long, env = "KCACHE_ADMIN_ADDR", default_value = "0.0.0.0:7001")]

@@ -1,7 +1,7 @@
 use anyhow::Context;
 use clap::Parser;
 use kcache_node::config::{Args, LogFormat};
-use kcache_node::server::{NodeConfig, serve};
+use kcache_node::server::{NodeConfig, serve_with_redis};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -22,6 +22,14 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding --admin-addr {}", args.admin_addr))?;
     let discovery = args.discovery().map_err(anyhow::Error::msg)?;
+    let redis = match args.redis_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --redis-addr {addr}"))?,
+        ),
+        None => None,
+    };
     let config = NodeConfig {
         node_id: args.node_id(),
         limits,
@@ -32,8 +40,9 @@ async fn main() -> anyhow::Result<()> {
         drain_timeout: args.drain_timeout,
         anti_entropy: Some(args.anti_entropy_interval).filter(|d| !d.is_zero()),
         advertise: args.advertise_addr(),
+        redis_cluster_mode: args.redis_cluster_mode,
     };
-    serve(config, grpc, admin, shutdown_signal()).await?;
+    serve_with_redis(config, grpc, admin, redis, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -47,18 +47,18 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "requests_total",
-                "Requests handled, by operation and gRPC code.",
+                "Requests handled, by protocol (grpc, redis), operation and gRPC code.",
             ),
-            &["op", "code"],
+            &["protocol", "op", "code"],
         )
         .expect("valid metric");
         let duration = HistogramVec::new(
             HistogramOpts::new(
                 "request_duration_seconds",
-                "Time to handle a request, by operation.",
+                "Time to handle a request, by protocol and operation.",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
-            &["op"],
+            &["protocol", "op"],
         )
         .expect("valid metric");
         let members =
@@ -160,13 +160,15 @@ impl Metrics {
         self.handoff_duration.observe(took.as_secs_f64());
     }
 
-    /// Records one finished request.
-    pub fn observe(&self, op: &str, code: tonic::Code, started: Instant) {
+    /// Records one finished request that came in over `protocol`. A Redis command's
+    /// outcome is labelled with the gRPC code of the service's answer, so one alert on
+    /// codes covers both ports.
+    pub fn observe(&self, protocol: &str, op: &str, code: tonic::Code, started: Instant) {
         self.requests
-            .with_label_values(&[op, code_label(code)])
+            .with_label_values(&[protocol, op, code_label(code)])
             .inc();
         self.duration
-            .with_label_values(&[op])
+            .with_label_values(&[protocol, op])
             .observe(started.elapsed().as_secs_f64());
     }
 

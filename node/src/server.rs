@@ -66,6 +66,8 @@ pub struct NodeConfig {
     pub advertise: Option<String>,
     /// TLS and token files; none (plaintext, open) by default.
     pub security: SecurityConfig,
+    /// How the Redis port (when there is one) presents the cluster.
+    pub redis_cluster_mode: crate::resp::ClusterMode,
 }
 
 impl NodeConfig {
@@ -81,6 +83,7 @@ impl NodeConfig {
             anti_entropy: Some(Duration::from_secs(30)),
             advertise: None,
             security: SecurityConfig::default(),
+            redis_cluster_mode: crate::resp::ClusterMode::Standalone,
         }
     }
 }
@@ -105,6 +108,17 @@ pub async fn serve(
     config: NodeConfig,
     grpc: TcpListener,
     admin: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    serve_with_redis(config, grpc, admin, None, shutdown).await
+}
+
+/// [`serve`], plus the Redis-protocol port on `redis` when given.
+pub async fn serve_with_redis(
+    config: NodeConfig,
+    grpc: TcpListener,
+    admin: TcpListener,
+    redis: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let store = Arc::new(Store::new(config.limits.clone()));
@@ -152,15 +166,30 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let max_message = config.limits.max_value_size + MESSAGE_SLACK;
-    let cache = CacheServer::new(CacheService::new(
+    let service = CacheService::new(
         store.clone(),
         metrics.clone(),
         info,
         cluster.clone(),
         stop_rx.clone(),
-    ))
-    .max_decoding_message_size(max_message.max(16 << 20))
-    .max_encoding_message_size(max_message.saturating_mul(MAX_BATCH));
+    );
+    if let Some(listener) = redis {
+        let resp_config = crate::resp::Config {
+            limits: crate::resp::parse::Limits::for_values(config.limits.max_value_size),
+            cluster_mode: config.redis_cluster_mode,
+            port: listener.local_addr()?.port(),
+        };
+        tracing::info!(redis = %listener.local_addr()?, "redis port serving");
+        tokio::spawn(crate::resp::serve(
+            listener,
+            service.clone(),
+            resp_config,
+            stop_rx.clone(),
+        ));
+    }
+    let cache = CacheServer::new(service)
+        .max_decoding_message_size(max_message.max(16 << 20))
+        .max_encoding_message_size(max_message.saturating_mul(MAX_BATCH));
 
     let peer = PeerServer::new(PeerService::new(store.clone(), cluster.clone()))
         .max_decoding_message_size(max_message.max(16 << 20));

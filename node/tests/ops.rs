@@ -94,9 +94,9 @@ async fn metrics_healthz_and_readyz_answer_on_the_admin_port() {
     let (status, body) = node.admin_get("/metrics").await;
     assert_eq!(status, 200);
     for expected in [
-        r#"kcache_requests_total{code="OK",op="get"} 1"#,
-        r#"kcache_requests_total{code="InvalidArgument",op="get"} 1"#,
-        r#"kcache_request_duration_seconds_bucket{op="get",le="0.001"}"#,
+        r#"kcache_requests_total{code="OK",op="get",protocol="grpc"} 1"#,
+        r#"kcache_requests_total{code="InvalidArgument",op="get",protocol="grpc"} 1"#,
+        r#"kcache_request_duration_seconds_bucket{op="get",protocol="grpc",le="0.001"}"#,
         "kcache_misses_total 1",
         "kcache_hits_total 0",
         "kcache_items 0",

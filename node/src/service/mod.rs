@@ -121,9 +121,20 @@ impl CacheService {
         }
     }
 
-    /// Runs one operation and records its outcome.
+    /// Runs one gRPC operation and records its outcome.
     pub(crate) async fn observed<T>(
         &self,
+        op: &str,
+        f: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        self.observed_by("grpc", op, f).await
+    }
+
+    /// Runs one operation that came in over `protocol` (`grpc`, `redis`) and records
+    /// its outcome.
+    pub(crate) async fn observed_by<T>(
+        &self,
+        protocol: &str,
         op: &str,
         f: impl Future<Output = Result<T, Status>>,
     ) -> Result<T, Status> {
@@ -132,8 +143,17 @@ impl CacheService {
         let code = result
             .as_ref()
             .map_or_else(Status::code, |_| tonic::Code::Ok);
-        self.metrics.observe(op, code, started);
+        self.metrics.observe(protocol, op, code, started);
         result
+    }
+
+    /// The store this service serves from (a second protocol reads its figures).
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub(crate) fn node(&self) -> &NodeInfo {
+        &self.node
     }
 
     /// Where `key` lives, or `None` when it is to be served here without asking

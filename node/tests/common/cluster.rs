@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use kcache_client::placement::{Member, View};
 use kcache_node::cluster::WriteAck;
-use kcache_node::server::{Discovery, NodeConfig, serve};
+use kcache_node::resp::ClusterMode;
+use kcache_node::server::{Discovery, NodeConfig, serve_with_redis};
 use kcache_node::store::Limits;
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,6 +25,8 @@ pub struct Node {
     pub id: String,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The Redis-protocol port.
+    pub redis: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), kcache_node::server::Error>>,
 }
@@ -102,6 +105,7 @@ pub struct Cluster {
     limits: Limits,
     drain_timeout: Duration,
     anti_entropy: Option<Duration>,
+    redis_cluster_mode: ClusterMode,
 }
 
 impl Cluster {
@@ -114,6 +118,15 @@ impl Cluster {
             limits: Limits::default(),
             drain_timeout: Duration::from_secs(30),
             anti_entropy: None,
+            redis_cluster_mode: ClusterMode::Standalone,
+        }
+    }
+
+    /// Nodes started from now on answer CLUSTER commands on their Redis port so.
+    pub fn with_redis_cluster_mode(self, redis_cluster_mode: ClusterMode) -> Self {
+        Self {
+            redis_cluster_mode,
+            ..self
         }
     }
 
@@ -156,8 +169,10 @@ impl Cluster {
         let ip = format!("127.0.{}.{}", generation + 1, ordinal + 10);
         let grpc = TcpListener::bind(format!("{ip}:0")).await.unwrap();
         let admin = TcpListener::bind(format!("{ip}:0")).await.unwrap();
+        let redis = TcpListener::bind(format!("{ip}:0")).await.unwrap();
         let addr = grpc.local_addr().unwrap();
         let admin_addr = admin.local_addr().unwrap();
+        let redis_addr = redis.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel();
         let config = NodeConfig {
             discovery: Discovery::Watch(views),
@@ -165,15 +180,17 @@ impl Cluster {
             write_ack: WriteAck::All,
             drain_timeout: self.drain_timeout,
             anti_entropy: self.anti_entropy,
+            redis_cluster_mode: self.redis_cluster_mode,
             ..NodeConfig::single(id.clone(), self.limits.clone())
         };
-        let task = tokio::spawn(serve(config, grpc, admin, async {
+        let task = tokio::spawn(serve_with_redis(config, grpc, admin, Some(redis), async {
             let _ = stopped.await;
         }));
         Node {
             id,
             addr,
             admin: admin_addr,
+            redis: redis_addr,
             stop: Some(stop),
             task,
         }

@@ -7,7 +7,7 @@ pub mod process;
 use std::net::SocketAddr;
 
 use kcache_client::proto::cache_client::CacheClient;
-use kcache_node::server::{NodeConfig, serve};
+use kcache_node::server::{NodeConfig, serve_with_redis};
 use kcache_node::store::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -18,6 +18,8 @@ use tonic::transport::Channel;
 pub struct TestNode {
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
+    /// The Redis-protocol port.
+    pub redis: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), kcache_node::server::Error>>,
 }
@@ -26,15 +28,18 @@ impl TestNode {
     pub async fn start(limits: Limits) -> Self {
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let redis = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (grpc_addr, admin_addr) = (grpc.local_addr().unwrap(), admin.local_addr().unwrap());
+        let redis_addr = redis.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel();
         let config = NodeConfig::single("test-node-0", limits);
-        let task = tokio::spawn(serve(config, grpc, admin, async {
+        let task = tokio::spawn(serve_with_redis(config, grpc, admin, Some(redis), async {
             let _ = stopped.await;
         }));
         Self {
             grpc: grpc_addr,
             admin: admin_addr,
+            redis: redis_addr,
             stop: Some(stop),
             task,
         }

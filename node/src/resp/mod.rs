@@ -1,0 +1,119 @@
+//! The Redis-protocol port: RESP2 and RESP3 on a second listener, served by the same
+//! [`CacheService`] as gRPC, so forwarding to owners, replication and read-through
+//! are the same for both protocols.
+//!
+//! Layers, as mini-redis names them: [`serve`] accepts connections → a connection
+//! reads bytes and writes replies ([`connection`]) → [`parse`] takes commands off the
+//! read buffer → [`exec`] runs each on the service → [`reply`] encodes the answer.
+//! [`commands`] is the table of names and arities that `COMMAND` reports.
+
+mod cluster;
+mod commands;
+mod connection;
+mod exec;
+mod info;
+pub mod parse;
+pub mod reply;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::service::CacheService;
+
+/// Most connections served at once, as Redis's default `maxclients`: each costs a
+/// task and its buffers, so a flood of connections cannot take the node's memory.
+pub const MAX_CONNECTIONS: usize = 10_000;
+
+/// How the port presents the cluster to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ClusterMode {
+    /// A plain Redis server: any key on any node (the node forwards to the owner);
+    /// CLUSTER commands are refused as by a Redis without cluster support.
+    #[default]
+    Standalone,
+    /// Also a Redis Cluster of one shard, this node, with every slot (see
+    /// [`cluster`]): Redis Cluster clients connect, and plain clients still work.
+    Emulated,
+}
+
+/// What the port needs beyond the service.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub limits: parse::Limits,
+    pub cluster_mode: ClusterMode,
+    /// The port clients reach this listener at (INFO reports it).
+    pub port: u16,
+}
+
+/// Counters INFO reports.
+#[derive(Debug, Default)]
+struct Counters {
+    connected: AtomicU64,
+    connections_total: AtomicU64,
+    rejected: AtomicU64,
+    commands: AtomicU64,
+    next_client_id: AtomicU64,
+}
+
+/// What every connection shares.
+#[derive(Debug)]
+struct Shared {
+    service: CacheService,
+    config: Config,
+    counters: Counters,
+}
+
+/// Accepts connections until `stop` turns true, then closes them all (a client's
+/// command in flight gets its reply first).
+pub async fn serve(
+    listener: TcpListener,
+    service: CacheService,
+    config: Config,
+    stop: watch::Receiver<bool>,
+) {
+    let shared = Arc::new(Shared {
+        service,
+        config,
+        counters: Counters::default(),
+    });
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut stopping = stop.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopping.wait_for(|&s| s) => return,
+        };
+        let (socket, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(err) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::warn!(%err, "redis port: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let counters = &shared.counters;
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            counters.rejected.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(connection::refuse(socket));
+            continue;
+        };
+        counters.connections_total.fetch_add(1, Ordering::Relaxed);
+        counters.connected.fetch_add(1, Ordering::Relaxed);
+        let id = counters.next_client_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let shared = shared.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if let Err(err) = connection::run(socket, peer, id, &shared, stop).await {
+                tracing::debug!(%peer, %err, "redis connection ended");
+            }
+            shared.counters.connected.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+}
