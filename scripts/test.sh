@@ -21,11 +21,13 @@ if [[ -f scripts/requirements.txt ]]; then
 fi
 
 # Debian tools the tests use: openssl (the real control plane's certificates), ip and
-# unshare (the network namespace the real-control-plane leg of the e2e suite runs in).
+# unshare (the network namespace the real-control-plane leg of the e2e suite runs in),
+# redis-cli (a client of the nodes' Redis port in node/tests/redis_clients.rs).
 missing=()
 command -v openssl >/dev/null || missing+=(openssl)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v unshare >/dev/null || missing+=(util-linux)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
 if (( ${#missing[@]} )); then
   echo "== apt-get install ${missing[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
