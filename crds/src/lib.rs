@@ -15,7 +15,8 @@ use kube::CustomResourceExt;
 
 pub use options::{
     AuthSpec, EvictionPolicy, ImagePullPolicy, MonitoringSpec, NetworkPolicySpec,
-    PodDisruptionBudgetSpec, PrometheusRuleSpec, ServiceMonitorSpec, TlsSpec,
+    PodDisruptionBudgetSpec, PrometheusRuleSpec, RedisClusterMode, RedisSpec, ServiceMonitorSpec,
+    TlsSpec,
 };
 pub use spec::{CacheCluster, CacheClusterSpec, MAX_REPLICAS, MAX_REPLICATION_FACTOR};
 pub use status::{CacheClusterStatus, Phase};

@@ -1,6 +1,6 @@
 //! The parts of the spec that switch optional behaviour or objects on and off:
-//! eviction, image pulls, the PodDisruptionBudget, monitoring, TLS, auth and the
-//! NetworkPolicy.
+//! eviction, image pulls, the PodDisruptionBudget, monitoring, TLS, auth, the
+//! NetworkPolicy and the Redis-protocol port.
 
 use std::collections::BTreeMap;
 
@@ -202,4 +202,62 @@ pub struct NetworkPolicySpec {
     /// Prometheus in another namespace can scrape.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_scrapers: Option<Vec<NetworkPolicyPeer>>,
+}
+
+/// The Redis-protocol port (RESP2 and RESP3) of every node, beside gRPC: any Redis
+/// client reads and writes the whole cluster through any node, which forwards each key
+/// to its owner. Off unless enabled: a second protocol is a second surface to secure.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSpec {
+    /// Serve the Redis protocol; the port is then named `redis` in the Services and
+    /// admitted by the NetworkPolicy like the gRPC port.
+    #[serde(default)]
+    pub enabled: bool,
+    /// The Redis port on the pods and the Services.
+    #[serde(default = "default_redis_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    #[x_kube(validation = Rule::new("self != 7000 && self != 7001")
+        .message("redis.port must differ from the gRPC (7000) and admin (7001) ports"))]
+    pub port: i32,
+    /// How the port presents the cluster: Standalone, a plain Redis server (CLUSTER
+    /// commands are refused); Emulated, also a one-shard Redis Cluster of the node a client
+    /// reached, so Redis Cluster clients connect as well. Either way any node serves
+    /// any key, forwarding it to its owner.
+    #[serde(default)]
+    pub cluster_mode: RedisClusterMode,
+}
+
+/// How the Redis port presents the cluster (the node's `--redis-cluster-mode`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RedisClusterMode {
+    /// A plain Redis server.
+    #[default]
+    Standalone,
+    /// A plain Redis server that also answers CLUSTER as a one-shard cluster.
+    Emulated,
+}
+
+impl RedisClusterMode {
+    /// The value of the node's `--redis-cluster-mode`.
+    pub fn as_flag(self) -> &'static str {
+        match self {
+            Self::Standalone => "standalone",
+            Self::Emulated => "emulated",
+        }
+    }
+}
+
+fn default_redis_port() -> i32 {
+    6379
+}
+
+impl Default for RedisSpec {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            port: default_redis_port(),
+            cluster_mode: RedisClusterMode::Standalone,
+        }
+    }
 }

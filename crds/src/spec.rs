@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::options::{
     AuthSpec, EvictionPolicy, ImagePullPolicy, MonitoringSpec, NetworkPolicySpec,
-    PodDisruptionBudgetSpec, TlsSpec,
+    PodDisruptionBudgetSpec, RedisSpec, TlsSpec,
 };
 use crate::schema::{DURATION_PATTERN, MAX_SHORT_STRING, QUANTITY_PATTERN};
 use crate::status::CacheClusterStatus;
@@ -205,6 +205,11 @@ pub struct CacheClusterSpec {
     /// to the cache port.
     #[serde(default)]
     pub network_policy: NetworkPolicySpec,
+
+    /// The Redis-protocol port: Redis clients (redis-cli, redis-py, go-redis, ...) use
+    /// the cluster through it, beside the gRPC API.
+    #[serde(default)]
+    pub redis: RedisSpec,
 
     /// Extra labels on the cache pods (the operator's own labels win on conflict).
     #[serde(default, skip_serializing_if = "Option::is_none")]

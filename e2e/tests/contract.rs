@@ -56,6 +56,11 @@ fn the_production_example_renders_a_command_line_the_node_accepts() {
     assert_eq!(args.replication_factor, 2);
     assert_eq!(args.drain_timeout, Duration::from_secs(120));
     assert_eq!(args.node_id(), "sessions-0");
+    assert_eq!(args.redis_addr, Some("0.0.0.0:6379".parse().unwrap()));
+    assert_eq!(
+        args.redis_cluster_mode,
+        kcache_node::resp::ClusterMode::Standalone
+    );
     match args.discovery().unwrap() {
         Discovery::Kubernetes { service, namespace } => {
             assert_eq!(
@@ -76,6 +81,10 @@ fn the_minimal_example_renders_a_command_line_the_node_accepts() {
     .unwrap();
     let args = Args::try_parse_from(node_command_line(&rendered)).unwrap();
     assert!(args.limits().is_ok());
+    assert_eq!(
+        args.redis_addr, None,
+        "the Redis port is off unless asked for"
+    );
     assert!(matches!(
         args.discovery().unwrap(),
         Discovery::Kubernetes { .. }

@@ -19,6 +19,8 @@ pub const ADMIN_PORT: i32 = 7001;
 /// Port names, referenced by the Services, the ServiceMonitor and the NetworkPolicy.
 pub const GRPC_PORT_NAME: &str = "grpc";
 pub const ADMIN_PORT_NAME: &str = "admin";
+/// The Redis-protocol port's name (its number is `spec.redis.port`, 6379 by default).
+pub const REDIS_PORT_NAME: &str = "redis";
 
 /// Standard Kubernetes labels: the application and the cluster (instance).
 pub const NAME_LABEL: &str = "app.kubernetes.io/name";

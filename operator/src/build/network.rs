@@ -1,6 +1,7 @@
 //! The NetworkPolicy: the cache port admits the cluster's own nodes (replication,
-//! forwarding, handoff) and the listed clients; the admin port admits the listed
-//! scrapers. Everything else is dropped by the network plugin.
+//! forwarding, handoff) and the listed clients, the Redis port (when enabled) the
+//! listed clients; the admin port admits the listed scrapers. Everything else is
+//! dropped by the network plugin.
 
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -30,17 +31,26 @@ pub fn network_policy(cluster: &Cluster<'_>) -> NetworkPolicy {
             }]
         });
     let scrapers = wanted.allowed_scrapers.clone().filter(|s| !s.is_empty());
+    let redis = &cluster.resource.spec.redis;
+    let redis_rule = redis
+        .enabled
+        .then(|| rule(redis.port, Some(clients.clone())));
     NetworkPolicy {
         metadata: owned_meta(cluster, cluster.name.clone()),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(pods(&cluster.name)),
             policy_types: Some(vec!["Ingress".to_owned()]),
-            ingress: Some(vec![
-                rule(GRPC_PORT, Some(vec![nodes])),
-                rule(GRPC_PORT, Some(clients)),
-                // No `from`: any source, so a Prometheus in another namespace scrapes.
-                rule(ADMIN_PORT, scrapers),
-            ]),
+            ingress: Some(
+                [
+                    rule(GRPC_PORT, Some(vec![nodes])),
+                    rule(GRPC_PORT, Some(clients)),
+                    // No `from`: any source, so a Prometheus in another namespace scrapes.
+                    rule(ADMIN_PORT, scrapers),
+                ]
+                .into_iter()
+                .chain(redis_rule)
+                .collect(),
+            ),
             egress: None,
         }),
     }

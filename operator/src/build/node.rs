@@ -10,7 +10,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kcache_crd::units;
 
 use super::Cluster;
-use super::meta::{ADMIN_PORT, ADMIN_PORT_NAME, GRPC_PORT, GRPC_PORT_NAME, headless_service_name};
+use super::meta::{
+    ADMIN_PORT, ADMIN_PORT_NAME, GRPC_PORT, GRPC_PORT_NAME, REDIS_PORT_NAME, headless_service_name,
+};
 
 /// The container's name; `kubectl logs pod -c node`.
 pub const CONTAINER_NAME: &str = "node";
@@ -51,10 +53,7 @@ pub fn container(cluster: &Cluster<'_>) -> Container {
             downward_env("POD_NAMESPACE", "metadata.namespace"),
             downward_env("POD_IP", "status.podIP"),
         ]),
-        ports: Some(vec![
-            port(GRPC_PORT_NAME, GRPC_PORT),
-            port(ADMIN_PORT_NAME, ADMIN_PORT),
-        ]),
+        ports: Some(ports(cluster)),
         readiness_probe: Some(readiness_probe(cluster)),
         liveness_probe: Some(liveness_probe(cluster)),
         volume_mounts: mounts(cluster),
@@ -103,6 +102,14 @@ pub fn args(cluster: &Cluster<'_>) -> Vec<String> {
     }
     if spec.auth.is_some() {
         args.push(format!("--auth-token-file={AUTH_DIR}/token"));
+    }
+    let redis = &spec.redis;
+    if redis.enabled {
+        args.push(format!("--redis-addr=0.0.0.0:{}", redis.port));
+        args.push(format!(
+            "--redis-cluster-mode={}",
+            redis.cluster_mode.as_flag()
+        ));
     }
     args.push("--log-format=json".to_owned());
     args
@@ -195,6 +202,19 @@ fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe 
         timeout_seconds: Some(1),
         ..Probe::default()
     }
+}
+
+/// gRPC and admin, and the Redis port when enabled.
+fn ports(cluster: &Cluster<'_>) -> Vec<ContainerPort> {
+    let mut ports = vec![
+        port(GRPC_PORT_NAME, GRPC_PORT),
+        port(ADMIN_PORT_NAME, ADMIN_PORT),
+    ];
+    let redis = &cluster.resource.spec.redis;
+    if redis.enabled {
+        ports.push(port(REDIS_PORT_NAME, redis.port));
+    }
+    ports
 }
 
 fn downward_env(name: &str, field_path: &str) -> EnvVar {

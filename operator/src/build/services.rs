@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::Cluster;
 use super::meta::{
-    ADMIN_PORT, ADMIN_PORT_NAME, GRPC_PORT, GRPC_PORT_NAME, SERVICE_ROLE_LABEL,
+    ADMIN_PORT, ADMIN_PORT_NAME, GRPC_PORT, GRPC_PORT_NAME, REDIS_PORT_NAME, SERVICE_ROLE_LABEL,
     headless_service_name, owned_meta, selector_labels,
 };
 
@@ -31,7 +31,7 @@ pub fn headless(cluster: &Cluster<'_>) -> Service {
             cluster_ip: Some("None".to_owned()),
             publish_not_ready_addresses: Some(false),
             selector: Some(selector_labels(&cluster.name)),
-            ports: Some(vec![grpc_port(), admin_port()]),
+            ports: Some([vec![grpc_port(), admin_port()], redis_port(cluster)].concat()),
             ..ServiceSpec::default()
         }),
         status: None,
@@ -49,7 +49,7 @@ pub fn client(cluster: &Cluster<'_>) -> Service {
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_owned()),
             selector: Some(selector_labels(&cluster.name)),
-            ports: Some(vec![grpc_port()]),
+            ports: Some([vec![grpc_port()], redis_port(cluster)].concat()),
             ..ServiceSpec::default()
         }),
         status: None,
@@ -66,6 +66,22 @@ fn grpc_port() -> ServicePort {
         app_protocol: Some("kubernetes.io/h2c".to_owned()),
         ..ServicePort::default()
     }
+}
+
+/// The Redis-protocol port, when `spec.redis` enables it.
+fn redis_port(cluster: &Cluster<'_>) -> Vec<ServicePort> {
+    let redis = &cluster.resource.spec.redis;
+    if !redis.enabled {
+        return Vec::new();
+    }
+    vec![ServicePort {
+        name: Some(REDIS_PORT_NAME.to_owned()),
+        port: redis.port,
+        target_port: Some(IntOrString::String(REDIS_PORT_NAME.to_owned())),
+        protocol: Some("TCP".to_owned()),
+        app_protocol: Some("redis".to_owned()),
+        ..ServicePort::default()
+    }]
 }
 
 fn admin_port() -> ServicePort {

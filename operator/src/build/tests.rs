@@ -525,3 +525,43 @@ fn without_tls_or_auth_the_pods_mount_no_secrets() {
     assert_eq!(pod(&sts).volumes, None);
     assert_eq!(node(&sts).volume_mounts, None);
 }
+
+#[test]
+fn an_enabled_redis_port_reaches_the_flag_the_container_the_services_and_the_policy() {
+    assert!(
+        !args(json!({}))
+            .iter()
+            .any(|a| a.starts_with("--redis-addr"))
+    );
+    let spec = json!({
+        "redis": {"enabled": true, "port": 6380, "clusterMode": "Emulated"},
+        "networkPolicy": {"enabled": true},
+    });
+    let flags = args(spec.clone());
+    assert!(flags.contains(&"--redis-addr=0.0.0.0:6380".to_owned()));
+    assert!(flags.contains(&"--redis-cluster-mode=emulated".to_owned()));
+    let d = built(spec);
+    let container_ports: Vec<(String, i32)> = node(&d.stateful_set)
+        .ports
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.name.unwrap(), p.container_port))
+        .collect();
+    assert!(container_ports.contains(&("redis".to_owned(), 6380)));
+    for svc in [&d.headless_service, &d.client_service] {
+        let ports = svc.spec.clone().unwrap().ports.unwrap();
+        let redis = ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some("redis"))
+            .unwrap();
+        assert_eq!(redis.port, 6380);
+        assert_eq!(redis.target_port, Some(IntOrString::String("redis".into())));
+    }
+    let rules = d.network_policy.unwrap().spec.unwrap().ingress.unwrap();
+    let redis_rule = rules
+        .iter()
+        .find(|r| r.ports.clone().unwrap()[0].port == Some(IntOrString::Int(6380)))
+        .expect("a rule for the redis port");
+    assert!(redis_rule.from.is_some(), "only the allowed clients");
+}
