@@ -10,8 +10,8 @@ use clap::builder::TypedValueParser as _;
 use clap::{Parser, ValueEnum};
 
 use crate::cluster::{WriteAck, membership::parse_peers};
-use crate::security::{SecurityConfig, TlsFiles};
 use crate::resp::ClusterMode;
+use crate::security::{SecurityConfig, TlsFiles};
 use crate::server::Discovery;
 use crate::store::{Limits, MAX_KEY_SIZE};
 

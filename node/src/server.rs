@@ -178,14 +178,25 @@ pub async fn serve_with_redis(
             limits: crate::resp::parse::Limits::for_values(config.limits.max_value_size),
             cluster_mode: config.redis_cluster_mode,
             port: listener.local_addr()?.port(),
+            auth: security.auth.clone(),
         };
         tracing::info!(redis = %listener.local_addr()?, "redis port serving");
-        tokio::spawn(crate::resp::serve(
-            listener,
-            service.clone(),
-            resp_config,
-            stop_rx.clone(),
-        ));
+        // TLS and tokens as on the gRPC port.
+        let (service, stop) = (service.clone(), stop_rx.clone());
+        match security.tls.clone() {
+            Some(tls) => {
+                let connections = crate::security::tls::incoming(
+                    incoming(listener),
+                    tls,
+                    security.metrics.clone(),
+                );
+                tokio::spawn(crate::resp::serve(connections, service, resp_config, stop));
+            }
+            None => {
+                let connections = incoming(listener);
+                tokio::spawn(crate::resp::serve(connections, service, resp_config, stop));
+            }
+        }
     }
     let cache = CacheServer::new(service)
         .max_decoding_message_size(max_message.max(16 << 20))

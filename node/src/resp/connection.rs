@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
+use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use super::exec::{Flow, Session};
 use super::parse::next_command;
@@ -22,16 +22,24 @@ const READ_BUFFER: usize = 16 * 1024;
 /// pipeline of large MGETs must not build a reply of gigabytes.
 const FLUSH_AT: usize = 256 * 1024;
 
-pub(super) async fn run(
-    mut socket: TcpStream,
-    peer: SocketAddr,
+pub(super) async fn run<S>(
+    mut socket: S,
     id: u64,
     shared: &Shared,
     mut stop: watch::Receiver<bool>,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Connected<ConnectInfo = TcpConnectInfo> + Unpin,
+{
+    let info = socket.connect_info();
+    let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+    let (peer, local) = (
+        info.remote_addr().unwrap_or(unknown),
+        info.local_addr().unwrap_or(unknown),
+    );
     let mut input = BytesMut::with_capacity(READ_BUFFER);
     let mut output = BytesMut::with_capacity(READ_BUFFER);
-    let mut session = Session::new(id, peer, socket.local_addr()?);
+    let mut session = Session::new(id, peer, local, shared.config.auth.is_none());
     loop {
         loop {
             let command = match next_command(&mut input, &shared.config.limits) {
@@ -77,7 +85,7 @@ pub(super) async fn run(
 }
 
 /// Answers a connection over [`MAX_CONNECTIONS`] as Redis does, then closes it.
-pub(super) async fn refuse(mut socket: TcpStream) {
+pub(super) async fn refuse<S: AsyncWrite + Unpin>(mut socket: S) {
     let message = format!("-ERR max number of clients reached ({MAX_CONNECTIONS})\r\n");
     let _ = socket.write_all(message.as_bytes()).await;
 }

@@ -44,16 +44,20 @@ pub(super) struct Session {
     pub local: SocketAddr,
     pub proto: Proto,
     pub name: Option<Bytes>,
+    /// Whether the client may run commands: from the start on a node without
+    /// tokens, after AUTH with one of them otherwise.
+    pub authenticated: bool,
 }
 
 impl Session {
-    pub fn new(id: u64, peer: SocketAddr, local: SocketAddr) -> Self {
+    pub fn new(id: u64, peer: SocketAddr, local: SocketAddr, authenticated: bool) -> Self {
         Self {
             id,
             peer,
             local,
             proto: Proto::Resp2,
             name: None,
+            authenticated,
         }
     }
 
@@ -71,6 +75,10 @@ impl Session {
             buf,
             proto: self.proto,
         };
+        if !self.authenticated && !matches!(spec.name, "auth" | "hello" | "quit") {
+            out.error("NOAUTH Authentication required.");
+            return Flow::Continue;
+        }
         if !spec.arity_ok(args.len()) {
             out.error(&wrong_arity(spec.name));
             return Flow::Continue;
@@ -103,7 +111,7 @@ impl Session {
             },
             "echo" => cx.out.bulk(&args[1]),
             "hello" => return self.hello(cx),
-            "auth" => auth(&mut cx.out, &args),
+            "auth" => self.auth(shared, &mut cx.out, &args),
             "select" => match int_arg(&args[1]) {
                 Ok(0) => cx.out.ok(),
                 Ok(_) => cx.out.error("ERR DB index is out of range"),
@@ -159,11 +167,11 @@ impl Session {
         }
         let mut i = 2;
         let mut name = None;
+        let mut credentials = None;
         while i < args.len() {
             let option = &args[i];
             if option.eq_ignore_ascii_case(b"auth") && i + 2 < args.len() {
-                // No password is configured: any user/password pair for the default
-                // user is accepted, as by a Redis without `requirepass`.
+                credentials = Some((&args[i + 1], &args[i + 2]));
                 i += 3;
             } else if option.eq_ignore_ascii_case(b"setname") && i + 1 < args.len() {
                 name = Some(args[i + 1].clone());
@@ -175,6 +183,17 @@ impl Session {
                 ));
                 return Flow::Continue;
             }
+        }
+        if let Some((user, password)) = credentials {
+            if let Err(e) = self.check_password(cx.shared, Some(user), password) {
+                cx.out.error(e);
+                return Flow::Continue;
+            }
+        } else if !self.authenticated {
+            cx.out.error(
+                "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+            );
+            return Flow::Continue;
         }
         if name.is_some() {
             self.name = name;
@@ -201,6 +220,41 @@ impl Session {
         out.bulk(b"modules");
         out.array(0);
         Flow::Continue
+    }
+
+    /// AUTH [user] password: the password is one of the node's tokens, the user (if
+    /// given) `default`. On a node without tokens, as a Redis without `requirepass`.
+    fn auth(&mut self, shared: &Shared, out: &mut Out<'_>, args: &[Bytes]) {
+        let result = match args {
+            [_, password] => self.check_password(shared, None, password),
+            [_, user, password] => self.check_password(shared, Some(user), password),
+            _ => Err("ERR syntax error"),
+        };
+        match result {
+            Ok(()) => out.ok(),
+            Err(e) => out.error(e),
+        }
+    }
+
+    fn check_password(
+        &mut self,
+        shared: &Shared,
+        user: Option<&Bytes>,
+        password: &[u8],
+    ) -> Result<(), &'static str> {
+        const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+        let default_user = user.is_none_or(|u| u.as_ref() == b"default");
+        match &shared.config.auth {
+            None if user.is_none() => Err(
+                "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+            ),
+            None if default_user => Ok(()),
+            Some(tokens) if default_user && tokens.accepts(password) => {
+                self.authenticated = true;
+                Ok(())
+            }
+            _ => Err(WRONGPASS),
+        }
     }
 
     fn client(&mut self, out: &mut Out<'_>, args: &[Bytes]) {
@@ -830,18 +884,6 @@ pub(super) fn status_error(status: &Status) -> String {
         }
         Code::Unauthenticated => "NOAUTH Authentication required.".into(),
         _ => format!("ERR {message}"),
-    }
-}
-
-/// AUTH [user] password, on a node without a token: as a Redis without `requirepass`.
-fn auth(out: &mut Out<'_>, args: &[Bytes]) {
-    match args.len() {
-        2 => out.error(
-            "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-        ),
-        3 if args[1].as_ref() == b"default" => out.ok(),
-        3 => out.error("WRONGPASS invalid username-password pair or user is disabled."),
-        _ => out.error("ERR syntax error"),
     }
 }
 

@@ -19,9 +19,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, watch};
+use tokio_stream::{Stream, StreamExt};
+use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::security::Authenticator;
 use crate::service::CacheService;
 
 /// Most connections served at once, as Redis's default `maxclients`: each costs a
@@ -47,6 +50,9 @@ pub struct Config {
     pub cluster_mode: ClusterMode,
     /// The port clients reach this listener at (INFO reports it).
     pub port: u16,
+    /// The node's tokens (`--auth-token-file`): then a connection must AUTH with one
+    /// before anything but AUTH, HELLO … AUTH and QUIT.
+    pub auth: Option<Authenticator>,
 }
 
 /// Counters INFO reports.
@@ -67,14 +73,18 @@ struct Shared {
     counters: Counters,
 }
 
-/// Accepts connections until `stop` turns true, then closes them all (a client's
-/// command in flight gets its reply first).
-pub async fn serve(
-    listener: TcpListener,
+/// Serves the connections of `incoming` (plain TCP, or TLS once its handshake is
+/// done) until `stop` turns true, then closes them all (a command in flight gets its
+/// reply first).
+pub async fn serve<S, I>(
+    incoming: I,
     service: CacheService,
     config: Config,
     stop: watch::Receiver<bool>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Connected<ConnectInfo = TcpConnectInfo> + Unpin + Send + 'static,
+    I: Stream<Item = std::io::Result<S>>,
+{
     let shared = Arc::new(Shared {
         service,
         config,
@@ -82,21 +92,22 @@ pub async fn serve(
     });
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut stopping = stop.clone();
+    let mut incoming = std::pin::pin!(incoming);
     loop {
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = incoming.next() => accepted,
             _ = stopping.wait_for(|&s| s) => return,
         };
-        let (socket, peer) = match accepted {
-            Ok(conn) => conn,
-            Err(err) => {
+        let socket = match accepted {
+            Some(Ok(socket)) => socket,
+            Some(Err(err)) => {
                 // Out of file descriptors and the like: wait instead of spinning.
                 tracing::warn!(%err, "redis port: accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+            None => return,
         };
-        let _ = socket.set_nodelay(true);
         let counters = &shared.counters;
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             counters.rejected.fetch_add(1, Ordering::Relaxed);
@@ -109,8 +120,8 @@ pub async fn serve(
         let shared = shared.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            if let Err(err) = connection::run(socket, peer, id, &shared, stop).await {
-                tracing::debug!(%peer, %err, "redis connection ended");
+            if let Err(err) = connection::run(socket, id, &shared, stop).await {
+                tracing::debug!(%err, "redis connection ended");
             }
             shared.counters.connected.fetch_sub(1, Ordering::Relaxed);
             drop(permit);

@@ -91,21 +91,32 @@ impl Authenticator {
                 "the authorization metadata must be `Bearer <token>`",
             ));
         };
+        if self.accepts(token) {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated(
+                "the token is not accepted by this node (mistyped, or rotated out of the \
+                 Secret?)",
+            ))
+        }
+    }
+}
+
+impl Authenticator {
+    /// Whether `token` is one of the accepted tokens (gRPC's bearer token, the Redis
+    /// port's AUTH password); a rejection is counted.
+    pub fn accepts(&self, token: &[u8]) -> bool {
         let presented = hash(token);
         let digests = self.digests.read().clone();
         // Every accepted digest is compared, whatever matched before.
         let matched = digests
             .iter()
             .fold(subtle::Choice::from(0), |any, d| any | d.ct_eq(&presented));
-        if bool::from(matched) {
-            Ok(())
-        } else {
+        let accepted = bool::from(matched);
+        if !accepted {
             self.metrics.unauthenticated("rejected");
-            Err(Status::unauthenticated(
-                "the token is not accepted by this node (mistyped, or rotated out of the \
-                 Secret?)",
-            ))
         }
+        accepted
     }
 }
 
