@@ -78,6 +78,17 @@ def main():
     k = p99("half/kcache")
     row(3, "GET p99 at half of own peak", "ms", k, p99("half/redis"), p99("half/memcached"),
         "<= 1 ms", None if k is None else k <= 1.0)
+    # The same node through its Redis-protocol port, driven exactly as Redis is.
+    for op in ("get", "set"):
+        k, r = ops(f"{op}/kcache-resp"), ops(f"{op}/redis")
+        row("1r", f"{op.upper()} ops/s via the Redis port, 50 conns", "ops/s", k, r, ops(f"{op}/memcached"),
+            ">= 1.0x Redis", None if r is None or k is None else k >= r)
+    k = ops("batch/kcache-resp")
+    row("2r", "GET keys/s via the Redis port, pipeline depth 16", "keys/s", k, r16, m16,
+        ">= 1.0x pipelined Redis", None if r16 is None or k is None else k >= r16)
+    k, r = p99("half/kcache-resp"), p99("half/redis")
+    row("3r", "GET p99 at half of own peak via the Redis port", "ms", k, r, p99("half/memcached"),
+        "<= 1.5x Redis's", None if r is None or k is None else k <= 1.5 * r)
     k, m = mib_per_million("kcache"), mib_per_million("memcached")
     row(4, "RSS growth per 1M items (16 B keys, 100 B values)", "MiB", k, mib_per_million("redis"), m,
         "<= memcached", None if m is None or k is None else k <= m)
@@ -102,7 +113,7 @@ def main():
     # far less skewed by other load on the machine than throughput is.
     cpu = []
     for label in ("get", "set", "batch"):
-        for system in ("kcache", "kcache-multi", "kcache-pipeline", "redis", "memcached"):
+        for system in ("kcache", "kcache-multi", "kcache-pipeline", "kcache-resp", "redis", "memcached"):
             r = runs.get(f"{label}/{system}")
             s = runs.get(f"server-cpu/{label}/{system}")
             if not r or not r.get("ops"):
@@ -127,6 +138,19 @@ def main():
             tls.append({"workload": kind, "mode": mode, "ops_per_s": v, "p99_ms": p99(label),
                         "server_us_per_op": c, "ops_vs_plaintext": ratio(v, base_ops),
                         "cpu_vs_plaintext": ratio(c, base_cpu)})
+    # 8: redis-benchmark on kcache's Redis port and on Redis.
+    rbench = []
+    for pipeline in (1, 16):
+        for test in ("get", "set"):
+            k = runs.get(f"redis-benchmark/kcache-resp/{test}/P{pipeline}")
+            r = runs.get(f"redis-benchmark/redis/{test}/P{pipeline}")
+            if not k or not r:
+                continue
+            rbench.append({"test": test.upper(), "pipeline": pipeline,
+                           "kcache_ops_per_s": k["ops_per_s"], "redis_ops_per_s": r["ops_per_s"],
+                           "vs_redis": ratio(k["ops_per_s"], r["ops_per_s"]),
+                           "kcache_p99_ms": k["p99_ms"], "redis_p99_ms": r["p99_ms"],
+                           "kcache_us_per_op": k["server_us_per_op"], "redis_us_per_op": r["server_us_per_op"]})
     busy = [runs.get(f"load-average/{w}", {}).get("value") for w in ("start", "end")]
     extra = {
         "load_average_start_end": busy,
@@ -135,6 +159,7 @@ def main():
     }
     result = {"cores": a.cores, "memory_mib": a.memory, "figures": rows, "cluster": cluster, "cpu": cpu,
               "tls": tls,
+              "redis_benchmark": rbench,
               "extra": extra, "runs": list(runs.values())}
     for r in result["runs"]:
         r.pop("servers", None)
@@ -178,6 +203,15 @@ def main():
             lines.append(f"| {kinds[t['workload']]} | {names[t['mode']]} | {fmt(t['ops_per_s'], 'ops/s')} | "
                          f"{fmt(t['p99_ms'], 'ms')} | {fr(t['ops_vs_plaintext'])} | "
                          f"{fmt(t['server_us_per_op'], 'us')} | {fr(t['cpu_vs_plaintext'])} |")
+    if rbench:
+        lines += ["", "| 8: redis-benchmark, 50 conns | pipeline | kcache ops/s | Redis ops/s | kcache/Redis | "
+                  "kcache p99 ms | Redis p99 ms | kcache server µs/op | Redis server µs/op |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for b in rbench:
+            lines.append(f"| {b['test']} | {b['pipeline']} | {fmt(b['kcache_ops_per_s'], 'ops/s')} | "
+                         f"{fmt(b['redis_ops_per_s'], 'ops/s')} | {fr(b['vs_redis'])} | {fmt(b['kcache_p99_ms'], 'ms')} | "
+                         f"{fmt(b['redis_p99_ms'], 'ms')} | {fmt(b['kcache_us_per_op'], 'us')} | "
+                         f"{fmt(b['redis_us_per_op'], 'us')} |")
     lines += ["", "| CPU per operation | server µs/op | load generator µs/op |", "|---|---:|---:|"]
     for c in cpu:
         lines.append(f"| {c['run']} | {fmt(c['server_us_per_op'], 'us')} | {fmt(c['client_us_per_op'], 'us')} |")
@@ -196,7 +230,8 @@ def main():
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
     for ax, prefix, title in ((axes[0], "get", "GET, 50 connections, closed loop (peak)"),
                               (axes[1], "half", "GET at half of each system's peak")):
-        for system, color in (("kcache", "tab:blue"), ("redis", "tab:red"), ("memcached", "tab:green")):
+        for system, color in (("kcache", "tab:blue"), ("kcache-resp", "tab:purple"), ("redis", "tab:red"),
+                              ("memcached", "tab:green")):
             r = runs.get(f"{prefix}/{system}")
             if not r or not r.get("ops"):
                 continue

@@ -3,12 +3,13 @@
 # only, the same memory limit as the kcache node), drives all three with `kcache bench`,
 # and writes results.md, results.json and latency.png under bench/results/.
 #
-#   bench/run.sh            the full run (about 8 minutes on 2 cores)
+#   bench/run.sh            the full run (about 10 minutes on 2 cores)
 #   bench/run.sh --smoke    seconds long, tiny data; CI runs this (never asserts timing)
 #
 # Env: OUT (results folder), DURATION (per measurement, default 8s), MEMORY (MiB limit
 # of every server in the throughput figures, default 64), FIGURES=tls (only figure 7,
-# the cost of TLS: about a minute).
+# the cost of TLS: about a minute), FIGURES=redis (figures 1-3, the Redis port beside
+# gRPC, and 8, redis-benchmark: about five minutes).
 # On a machine with 2+ cores the servers share core 0 and the load generator gets
 # core 1 (taskset), the same for all three systems, so neither side starves the other.
 set -euo pipefail
@@ -25,6 +26,10 @@ if [[ $smoke == 1 ]]; then
 elif [[ ${FIGURES:-all} == tls ]]; then
   # Not bench/results itself: its report holds every figure.
   OUT=${OUT:-$ROOT/bench/results/tls}
+  DURATION=${DURATION:-8s}
+  KEYS=100000; MEM_ITEMS=0; HIT_KEYS=0; HIT_MEMORY=32; HIT_REQUESTS=0
+elif [[ ${FIGURES:-all} == redis ]]; then
+  OUT=${OUT:-$ROOT/bench/results/redis}
   DURATION=${DURATION:-8s}
   KEYS=100000; MEM_ITEMS=0; HIT_KEYS=0; HIT_MEMORY=32; HIT_REQUESTS=0
 else
@@ -81,6 +86,8 @@ fi
 REDIS_ADDR=127.0.0.1:16379
 MEMCACHED_ADDR=127.0.0.1:21211
 KCACHE_ADDR=127.0.0.1:17100
+# The same node's Redis-protocol port.
+KCACHE_RESP_ADDR=127.0.0.1:17102
 PIDS=()
 stop_all() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -101,7 +108,7 @@ wait_port() { # host port
 start_kcache() { # MiB [node flags...]
   local mib=$1; shift
   "${SERVER_CPU[@]}" "$NODE" --grpc-addr $KCACHE_ADDR --admin-addr 127.0.0.1:17101 \
-    --max-memory "${mib}MiB" --log warn "$@" >"$OUT/kcache.log" 2>&1 &
+    --redis-addr $KCACHE_RESP_ADDR --max-memory "${mib}MiB" --log warn "$@" >"$OUT/kcache.log" 2>&1 &
   PIDS+=($!); SERVER=$!
   wait_port 127.0.0.1 17100
 }
@@ -141,11 +148,13 @@ cpu_s() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat"; }
 bench() { # label target servers [bench args...]
   local label=$1 target=$2 servers=$3; shift 3
   echo "-- $label" >&2
-  local before=""; [[ -n ${SERVER_OF[$target]:-} ]] && before=$(cpu_s "${SERVER_OF[$target]}")
+  # The server is the label's system (get/kcache-resp: kcache's node), else the target's.
+  local server=${SERVER_OF[${label#*/}]:-${SERVER_OF[$target]:-}}
+  local before=""; [[ -n $server ]] && before=$(cpu_s "$server")
   timeout $BOUND "${CLIENT_CPU[@]}" "$KCACHE" bench --json --label "$label" \
     --target "$target" --servers "$servers" "$@" >>"$RUNS"
   if [[ -n $before ]]; then
-    echo "{\"label\": \"server-cpu/$label\", \"cpu_s\": $(python3 -c "print($(cpu_s "${SERVER_OF[$target]}") - $before)")}" >>"$RUNS"
+    echo "{\"label\": \"server-cpu/$label\", \"cpu_s\": $(python3 -c "print($(cpu_s "$server") - $before)")}" >>"$RUNS"
   fi
 }
 declare -A SERVER_OF=()
@@ -200,7 +209,9 @@ tls_figure() {
   done
   SERVER_OF=()
 }
-if [[ $have_openssl == 1 ]]; then
+if [[ $FIGURES == redis ]]; then
+  :
+elif [[ $have_openssl == 1 ]]; then
   tls_figure
 else
   echo "openssl not found: no TLS figure" >&2
@@ -216,31 +227,75 @@ for sys in "${systems[@]}"; do
   start "$sys" "$MEMORY"
   if [[ $sys == kcache ]]; then
     SERVER_OF[kcache]=$SERVER; SERVER_OF[kcache-multi]=$SERVER; SERVER_OF[kcache-pipeline]=$SERVER
+    SERVER_OF[kcache-resp]=$SERVER
   else
     SERVER_OF[$sys]=$SERVER
   fi
   bench "load/$sys" "$(loader_of "$sys")" "$(addr_of "$sys")" --workload load --keys $KEYS --depth 16
 done
+# kcache-resp: the kcache node through its Redis port, driven exactly as Redis is.
+resp_systems=()
+[[ " ${systems[*]} " == *" kcache "* ]] && resp_systems=(kcache-resp)
+resp_systems+=("${systems[@]}")
+resp_target() { case $1 in kcache-resp) echo redis ;; *) echo "$1" ;; esac; }
+resp_addr() { case $1 in kcache-resp) echo $KCACHE_RESP_ADDR ;; *) addr_of "$1" ;; esac; }
 for op in get set; do
-  for sys in "${systems[@]}"; do
-    bench "$op/$sys" "$sys" "$(addr_of "$sys")" --workload $op --keys $KEYS --duration "$DURATION"
+  for sys in "${resp_systems[@]}"; do
+    bench "$op/$sys" "$(resp_target "$sys")" "$(resp_addr "$sys")" --workload $op --keys $KEYS --duration "$DURATION"
   done
 done
-for sys in "${systems[@]}"; do
+for sys in "${resp_systems[@]}"; do
   peak=$(grep -F "\"label\":\"get/$sys\"" "$RUNS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ops_per_s"])')
-  bench "half/$sys" "$sys" "$(addr_of "$sys")" --workload get --keys $KEYS --duration "$DURATION" \
+  bench "half/$sys" "$(resp_target "$sys")" "$(resp_addr "$sys")" --workload get --keys $KEYS --duration "$DURATION" \
     --rate "$(python3 -c "print(max(1.0, $peak / 2))")"
 done
 for sys in "${systems[@]}"; do
   if [[ $sys == kcache ]]; then
     bench "batch/kcache-multi" kcache-multi "$KCACHE_ADDR" --workload get --keys $KEYS --depth 16 --duration "$DURATION"
     bench "batch/kcache-pipeline" kcache-pipeline "$KCACHE_ADDR" --workload get --keys $KEYS --depth 16 --duration "$DURATION"
+    bench "batch/kcache-resp" redis "$KCACHE_RESP_ADDR" --workload get --keys $KEYS --depth 16 --duration "$DURATION"
   else
     bench "batch/$sys" "$sys" "$(addr_of "$sys")" --workload get --keys $KEYS --depth 16 --duration "$DURATION"
   fi
 done
 stop_all
 SERVER_OF=()
+
+# --- 8: redis-benchmark, Redis's own load generator, on kcache's Redis port and Redis ---
+# 50 connections, 100-byte values over $KEYS keys, SET then GET, without and with -P 16;
+# one test per invocation so each has its own server CPU figure. Bounded by -n.
+if command -v redis-benchmark >/dev/null && [[ $have_redis == 1 && $FIGURES != tls ]]; then
+  if [[ $smoke == 1 ]]; then RB_N=2000; RB_NP=20000; else RB_N=${RB_N:-600000}; RB_NP=${RB_NP:-3000000}; fi
+  start kcache "$MEMORY"; kcache_pid=$SERVER
+  start redis "$MEMORY"; redis_pid=$SERVER
+  for pipeline in 1 16; do
+    n=$RB_N; [[ $pipeline == 16 ]] && n=$RB_NP
+    for test in set get; do
+      for sys in kcache-resp redis; do
+        if [[ $sys == redis ]]; then port=16379; pid=$redis_pid; else port=${KCACHE_RESP_ADDR#*:}; pid=$kcache_pid; fi
+        label="redis-benchmark/$sys/$test/P$pipeline"
+        echo "-- $label" >&2
+        before=$(cpu_s "$pid")
+        csv=$(timeout $BOUND "${CLIENT_CPU[@]}" redis-benchmark -h 127.0.0.1 -p "$port" -c 50 \
+          -n "$n" -r "$KEYS" -d 100 -P "$pipeline" -t "$test" --csv)
+        after=$(cpu_s "$pid")
+        python3 - "$label" "$before" "$after" "$n" "$csv" >>"$RUNS" <<'PY'
+import csv, io, json, sys
+label, before, after, n, text = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+rows = list(csv.DictReader(io.StringIO(text)))
+row = rows[-1]
+print(json.dumps({"label": label, "ops": n, "ops_per_s": float(row["rps"]),
+                  "p50_ms": float(row["p50_latency_ms"]), "p99_ms": float(row["p99_latency_ms"]),
+                  "server_us_per_op": (after - before) / n * 1e6}))
+PY
+      done
+    done
+  done
+  stop_all
+fi
+if [[ $FIGURES == redis ]]; then
+  systems=()
+fi
 
 # --- 4: memory per item --------------------------------------------------------------
 # A limit far above what the items need, so nothing is evicted.
@@ -271,7 +326,7 @@ done
 peers=n1=127.0.0.2:17100,n2=127.0.0.3:17100,n3=127.0.0.4:17100
 cluster=127.0.0.2:17100,127.0.0.3:17100,127.0.0.4:17100
 replications=(1 2)
-[[ $FIGURES == tls ]] && replications=()
+[[ $FIGURES != all ]] && replications=()
 for r in "${replications[@]}"; do
   for i in 1 2 3; do
     ip=127.0.0.$((i + 1))
