@@ -470,7 +470,7 @@ impl Context<'_, '_> {
     }
 
     async fn mset(&mut self) {
-        if self.args.len() % 2 == 0 {
+        if self.args.len().is_multiple_of(2) {
             return self.out.error(&wrong_arity("mset"));
         }
         let items = self.args[1..]
@@ -840,7 +840,7 @@ fn unix_ms() -> i64 {
 fn int_arg(arg: &[u8]) -> Result<i64, &'static str> {
     std::str::from_utf8(arg)
         .ok()
-        .filter(|s| !s.starts_with('+') && !(s.len() > 1 && s.starts_with('0')))
+        .filter(|s| !(s.starts_with('+') || s.len() > 1 && s.starts_with('0')))
         .and_then(|s| s.parse().ok())
         .ok_or("ERR value is not an integer or out of range")
 }
