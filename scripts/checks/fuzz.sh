@@ -25,7 +25,7 @@ cache="${KCACHE_CACHE_DIR:-$HOME/.cache/kcache}"
 tool="$cache/cargo-fuzz-$CARGO_FUZZ_VERSION"
 fuzz_dir=node/fuzz
 targets=("$@")
-(( ${#targets[@]} )) || targets=(requests store_ops)
+(( ${#targets[@]} )) || targets=(requests resp store_ops)
 
 if [[ ! -x "$tool/bin/cargo-fuzz" ]]; then
   echo "fuzz.sh: installing cargo-fuzz $CARGO_FUZZ_VERSION into $tool" >&2
