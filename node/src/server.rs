@@ -28,11 +28,6 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 const SWEEP_BUDGET: usize = 256;
 /// Room for the protobuf framing around the values of one request.
 const MESSAGE_SLACK: usize = 64 << 10;
-/// Streams one client connection may have open at once (SETTINGS_MAX_CONCURRENT_
-/// STREAMS): a client past it waits for a stream to end instead of the node taking
-/// on calls without limit; ample for a pooled client's pipelining (HTTP/2 clients
-/// commonly default to 100).
-pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
 
 /// How long a member that (re)joins a cluster may spend learning the members and
 /// fetching its entries from its peers before it turns ready anyway.
@@ -263,7 +258,6 @@ pub async fn serve_with_redis(
     let auth = security.auth.clone();
     let open = auth.is_none();
     let routes = tonic::transport::Server::builder()
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
