@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tokio_stream::StreamExt;
 
 use super::Cluster;
-use super::peers::{BATCH, BATCH_BYTES, apply, deleted, to_proto};
+use super::peers::{BATCH, apply, copies};
 use crate::store::{ScanCursor, Store};
 
 /// Buckets of a digest: enough that a few missed writes repair a small part of the
@@ -78,36 +78,11 @@ pub fn contents(
     me: &str,
     peer: &str,
     buckets: &HashSet<usize>,
-    mut send: impl FnMut(Vec<VersionedEntry>) -> bool,
+    send: impl FnMut(Vec<VersionedEntry>) -> bool,
 ) {
     let wanted =
         |key: &[u8]| buckets.contains(&bucket(key)) && shared(view, replication, me, peer, key);
-    // Deletes first, so the entries they cover are refused however the two arrive.
-    for batch in store.tombstones() {
-        let entries: Vec<_> = batch
-            .iter()
-            .filter(|t| wanted(&t.key))
-            .map(deleted)
-            .collect();
-        for chunk in entries.chunks(BATCH) {
-            if !send(chunk.to_vec()) {
-                return;
-            }
-        }
-    }
-    let mut cursor = Some(ScanCursor::default());
-    while let Some(at) = cursor {
-        let (batch, next) = store.scan(at, BATCH, BATCH_BYTES);
-        cursor = next;
-        let entries: Vec<_> = batch
-            .into_iter()
-            .filter(|e| wanted(&e.key))
-            .map(to_proto)
-            .collect();
-        if !entries.is_empty() && !send(entries) {
-            return;
-        }
-    }
+    copies(store, wanted, send);
 }
 
 /// splitmix64's finalizer: spreads one hash over all 64 bits, so sums of them collide

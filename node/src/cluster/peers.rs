@@ -114,6 +114,42 @@ pub fn deleted(tomb: &crate::store::Tombstone) -> VersionedEntry {
     }
 }
 
+/// Sends the remembered deletes, then the entries, of the keys `wanted` picks, in
+/// messages of at most [`BATCH`] entries or [`BATCH_BYTES`], until `send` says the
+/// receiver is gone. Deletes go first, so an older copy of a key (from another peer)
+/// is refused however the streams interleave. Sync and anti-entropy's Repair.
+pub fn copies(
+    store: &Store,
+    wanted: impl Fn(&[u8]) -> bool,
+    mut send: impl FnMut(Vec<VersionedEntry>) -> bool,
+) {
+    for batch in store.tombstones() {
+        let entries: Vec<_> = batch
+            .iter()
+            .filter(|t| wanted(&t.key))
+            .map(deleted)
+            .collect();
+        for chunk in entries.chunks(BATCH) {
+            if !send(chunk.to_vec()) {
+                return;
+            }
+        }
+    }
+    let mut cursor = Some(ScanCursor::default());
+    while let Some(at) = cursor {
+        let (batch, next) = store.scan(at, BATCH, BATCH_BYTES);
+        cursor = next;
+        let entries: Vec<_> = batch
+            .into_iter()
+            .filter(|e| wanted(&e.key))
+            .map(to_proto)
+            .collect();
+        if !entries.is_empty() && !send(entries) {
+            return;
+        }
+    }
+}
+
 /// Applies one replicated entry; returns whether it changed the store.
 pub fn apply(store: &Store, entry: VersionedEntry) -> Result<bool, Status> {
     let result = if entry.deleted {
@@ -212,57 +248,29 @@ impl proto::peer_server::Peer for PeerService {
         let member = req.into_inner().member_id;
         let (tx, rx) = mpsc::channel(2);
         let (store, cluster) = (self.store.clone(), self.cluster.clone());
-        tokio::spawn(async move {
-            // The asking member may not be in this node's view yet (it turns ready,
-            // and becomes an endpoint, only after this sync): place keys as they will
-            // be once it is.
+        // The asking member may not be in this node's view yet (it turns ready, and
+        // becomes an endpoint, only after this sync): place keys as they will be once
+        // it is.
+        let mut members = cluster.view().members().to_vec();
+        members.push(Member {
+            id: member.clone(),
+            address: String::new(),
+        });
+        let joined = View::new(members);
+        tokio::task::spawn_blocking(move || {
             let owned = |key: &[u8]| {
-                let view = cluster.view();
-                let mut members = view.members().to_vec();
-                members.push(Member {
-                    id: member.clone(),
-                    address: String::new(),
-                });
-                View::new(members)
+                joined
                     .owners(key, cluster.replication)
                     .iter()
                     .any(|m| m.id == member)
             };
-            let send = |entries: Vec<VersionedEntry>| {
+            copies(&store, owned, |entries| {
                 let message = ReplicateRequest {
                     entries,
                     from: cluster.me.id.clone(),
                 };
-                let tx = tx.clone();
-                async move { tx.send(Ok(message)).await.is_ok() }
-            };
-            // Deletes first: an older copy from another peer is then refused however
-            // the streams interleave.
-            for batch in store.tombstones() {
-                let entries: Vec<_> = batch
-                    .iter()
-                    .filter(|t| owned(&t.key))
-                    .map(deleted)
-                    .collect();
-                for chunk in entries.chunks(BATCH) {
-                    if !send(chunk.to_vec()).await {
-                        return;
-                    }
-                }
-            }
-            let mut cursor = Some(ScanCursor::default());
-            while let Some(at) = cursor {
-                let (batch, next) = store.scan(at, BATCH, BATCH_BYTES);
-                cursor = next;
-                let entries: Vec<_> = batch
-                    .into_iter()
-                    .filter(|e| owned(&e.key))
-                    .map(to_proto)
-                    .collect();
-                if !entries.is_empty() && !send(entries).await {
-                    return;
-                }
-            }
+                tx.blocking_send(Ok(message)).is_ok()
+            });
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
