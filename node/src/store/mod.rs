@@ -652,29 +652,10 @@ impl Store {
         let now = self.clock.monotonic_ms();
         let mut out = Vec::new();
         let mut bytes = 0;
-        let mut cursor = cursor;
-        while cursor.shard < SHARDS {
-            let shard = self.shards[cursor.shard].lock();
-            if shard.compactions != cursor.compactions {
-                cursor.slot = 0;
-                cursor.compactions = shard.compactions;
-            }
-            let next = shard.scan(cursor.slot, (max, max_bytes), &mut bytes, now, &mut out);
-            drop(shard);
-            match next {
-                Some(slot) => {
-                    cursor.slot = slot;
-                    return (out, Some(cursor));
-                }
-                None => {
-                    cursor = ScanCursor {
-                        shard: cursor.shard + 1,
-                        ..ScanCursor::default()
-                    }
-                }
-            }
-        }
-        (out, None)
+        let next = self.walk(cursor, |shard, slot| {
+            shard.scan(slot, (max, max_bytes), &mut bytes, now, &mut out)
+        });
+        (out, next)
     }
 
     /// As [`Store::scan`], but only keys and versions (no value is copied), up to `max`
@@ -686,19 +667,33 @@ impl Store {
     ) -> (Vec<(Bytes, u64)>, Option<ScanCursor>) {
         let now = self.clock.monotonic_ms();
         let mut out = Vec::new();
-        let mut cursor = cursor;
+        let next = self.walk(cursor, |shard, slot| {
+            shard.scan_versions(slot, max, now, &mut out)
+        });
+        (out, next)
+    }
+
+    /// Runs a scan step over the shards from `cursor` on, one shard lock at a time:
+    /// `step` copies out from a slot of a shard and returns where it stopped, or `None`
+    /// at the shard's end. A shard compacted since the cursor was taken is scanned
+    /// again from its start. Returns where to go on, `None` when every shard is done.
+    fn walk(
+        &self,
+        mut cursor: ScanCursor,
+        mut step: impl FnMut(&Shard, u32) -> Option<u32>,
+    ) -> Option<ScanCursor> {
         while cursor.shard < SHARDS {
             let shard = self.shards[cursor.shard].lock();
             if shard.compactions != cursor.compactions {
                 cursor.slot = 0;
                 cursor.compactions = shard.compactions;
             }
-            let next = shard.scan_versions(cursor.slot, max, now, &mut out);
+            let next = step(&shard, cursor.slot);
             drop(shard);
             match next {
                 Some(slot) => {
                     cursor.slot = slot;
-                    return (out, Some(cursor));
+                    return Some(cursor);
                 }
                 None => {
                     cursor = ScanCursor {
@@ -708,7 +703,7 @@ impl Store {
                 }
             }
         }
-        (out, None)
+        None
     }
 
     /// Active expiry over every shard, `budget` slots each; returns entries removed.
