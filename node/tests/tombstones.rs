@@ -133,14 +133,9 @@ async fn a_replica_that_missed_a_delete_cannot_bring_the_key_back() {
     // test no longer updates.
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_joiner_increments_the_current_value_not_the_copy_it_synced() {
-    let cluster = Cluster::new(1);
-    let (to_a, a_views) = watch::channel(Arc::new(View::default()));
-    let a = cluster.start_watching(0, 0, a_views).await;
-    to_a.send_replace(view(&[&a]));
-    a.ready().await;
-    // Owners follow member ids; J will be kcache-1.
+/// A key `kcache-1` owns (R=1) once it joins `kcache-0`: owners follow member ids, so
+/// it is known before the joiner has an address.
+fn joiners_key(prefix: &str) -> String {
     let ids = View::new(
         ["kcache-0", "kcache-1"]
             .map(|id| Member {
@@ -149,10 +144,20 @@ async fn a_joiner_increments_the_current_value_not_the_copy_it_synced() {
             })
             .to_vec(),
     );
-    let key = (0..)
-        .map(|i| format!("counter-{i}"))
+    (0..)
+        .map(|i| format!("{prefix}-{i}"))
         .find(|k| ids.owners(k.as_bytes(), 1)[0].id == "kcache-1")
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_increments_the_current_value_not_the_copy_it_synced() {
+    let cluster = Cluster::new(1);
+    let (to_a, a_views) = watch::channel(Arc::new(View::default()));
+    let a = cluster.start_watching(0, 0, a_views).await;
+    to_a.send_replace(view(&[&a]));
+    a.ready().await;
+    let key = joiners_key("counter");
     let increment = |delta| IncrementRequest {
         key: key.clone().into_bytes().into(),
         delta,
@@ -207,18 +212,7 @@ async fn a_joiner_does_not_increment_a_copy_deleted_at_its_previous_owner() {
     let a = cluster.start_watching(0, 0, a_views).await;
     to_a.send_replace(view(&[&a]));
     a.ready().await;
-    let ids = View::new(
-        ["kcache-0", "kcache-1"]
-            .map(|id| Member {
-                id: id.into(),
-                address: String::new(),
-            })
-            .to_vec(),
-    );
-    let key = (0..)
-        .map(|i| format!("deleted-counter-{i}"))
-        .find(|k| ids.owners(k.as_bytes(), 1)[0].id == "kcache-1")
-        .unwrap();
+    let key = joiners_key("deleted-counter");
     let increment = |delta| IncrementRequest {
         key: key.clone().into_bytes().into(),
         delta,
