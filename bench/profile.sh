@@ -24,7 +24,7 @@ if ! command -v inferno-flamegraph >/dev/null; then
 fi
 export PATH=$HOME/.cargo/bin:$PATH
 
-cargo build --release --quiet -p kcache-client -p kcache-node
+cargo build --release --quiet -p kcache-cli -p kcache-node
 BIN=${CARGO_TARGET_DIR:-target}/release
 SERVER_CPU=(); CLIENT_CPU=()
 if [[ $(nproc) -ge 2 ]]; then SERVER_CPU=(taskset -c 0); CLIENT_CPU=(taskset -c 1); fi

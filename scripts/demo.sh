@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== building (cargo build --release: kcache-local, kcache-node, kcache)"
-cargo build --release --quiet -p kcache-e2e -p kcache-node -p kcache-client
+cargo build --release --quiet -p kcache-e2e -p kcache-node -p kcache-cli
 bin="${CARGO_TARGET_DIR:-$PWD/target}/release"
 # The kubeconfig (and pod logs beside it) go under target/ unless --kubeconfig says otherwise.
 export KCACHE_LOCAL_KUBECONFIG="${KCACHE_LOCAL_KUBECONFIG:-$PWD/target/kcache-local/kubeconfig}"

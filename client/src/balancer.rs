@@ -140,7 +140,15 @@ impl Balancer {
                     .collect();
                 let view = View::new(members);
                 let replication = reply.replication_factor.max(1) as usize;
-                self.targets.write().topology = Some((view, replication));
+                let mut targets = self.targets.write();
+                // The same members keep the view whose slot table is built already
+                // (a few milliseconds at tens of members): calls need not pay it again
+                // at every refresh.
+                let same =
+                    matches!(&targets.topology, Some((v, r)) if *v == view && *r == replication);
+                if !same {
+                    targets.topology = Some((view, replication));
+                }
                 return;
             }
         }

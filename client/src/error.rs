@@ -74,8 +74,9 @@ impl Error {
     }
 
     /// Classifies a status; `deadline` is the one this client applied, used when the
-    /// status says the client-side timeout fired.
-    pub(crate) fn from_status(status: Status, deadline: Duration) -> Error {
+    /// status says the client-side timeout fired. Public for callers of the raw stubs
+    /// ([`Client::raw`](crate::Client::raw)), so their failures read like the client's.
+    pub fn from_status(status: Status, deadline: Duration) -> Error {
         let message = with_causes(&status);
         match status.code() {
             Code::InvalidArgument | Code::ResourceExhausted | Code::FailedPrecondition => {
@@ -87,9 +88,7 @@ impl Error {
             Code::Unavailable => Error::Unavailable { message },
             Code::DeadlineExceeded => Error::Timeout(deadline),
             // tonic reports its own request timeout as CANCELLED with the cause attached.
-            Code::Cancelled if caused_by::<tonic::TimeoutExpired>(&status) => {
-                Error::Timeout(deadline)
-            }
+            Code::Cancelled if timed_out(&status) => Error::Timeout(deadline),
             code => Error::Failed { code, message },
         }
     }
@@ -108,6 +107,15 @@ fn with_causes(status: &Status) -> String {
         source = cause.source();
     }
     message
+}
+
+/// Whether a call ended at its deadline: DEADLINE_EXCEEDED from the server, or tonic's
+/// own request timeout, which it reports as CANCELLED ("Timeout expired") with the
+/// cause attached — a code that otherwise means the caller gave up, so code that
+/// retries or fails over on a timeout must ask this rather than match the code.
+pub fn timed_out(status: &Status) -> bool {
+    status.code() == Code::DeadlineExceeded
+        || status.code() == Code::Cancelled && caused_by::<tonic::TimeoutExpired>(status)
 }
 
 fn caused_by<E: std::error::Error + 'static>(status: &Status) -> bool {

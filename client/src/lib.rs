@@ -1,5 +1,6 @@
-//! kcache client: the `kcache.v1` protocol types, an async [`Client`] for one node, and
-//! the logic of the `kcache` CLI (a library module so tests can drive it in-process).
+//! kcache client: the `kcache.v1` protocol types and an async [`Client`] for one node or a
+//! cluster. The `kcache` CLI and benchmark live in the `kcache-cli` crate, so services
+//! that link this library do not carry their dependencies.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kcache_client::Error> {
@@ -15,23 +16,21 @@
 
 mod address;
 mod balancer;
-pub mod cli;
 mod client;
 mod error;
 pub mod placement;
 pub mod security;
 mod transport;
 mod types;
-pub mod workload;
 
 pub use client::{
     Client, ClientBuilder, DEFAULT_REFRESH, DEFAULT_RETRIES, DEFAULT_TIMEOUT, INITIAL_BACKOFF,
     MAX_BACKOFF,
 };
-pub use error::{Error, code_name};
+pub use error::{Error, code_name, timed_out};
 pub use security::{Tls, Token};
 pub use transport::{ConnectOptions, Connection};
-pub use types::{Condition, SetOptions, SetOutcome, Ttl, Value};
+pub use types::{Condition, SetOptions, SetOutcome, Ttl, Value, set_request};
 
 pub mod proto {
     //! Types and stubs generated from `proto/kcache/v1/cache.proto`.

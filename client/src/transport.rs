@@ -228,7 +228,9 @@ impl Connection {
     }
 
     fn unavailable(&self, e: &h2::Error) -> Status {
-        Status::unavailable(format!("connection to {} lost: {e}", self.inner.address))
+        let address = &self.inner.address;
+        refused_certificate(e, address)
+            .unwrap_or_else(|| Status::unavailable(format!("connection to {address} lost: {e}")))
     }
 
     /// Sends one request and waits for the response head.
@@ -331,7 +333,11 @@ where
         .enable_push(false)
         .handshake::<_, Bytes>(io)
         .await
-        .map_err(|e| Status::unavailable(format!("HTTP/2 handshake with {address}: {e}")))?;
+        .map_err(|e| {
+            refused_certificate(&e, address).unwrap_or_else(|| {
+                Status::unavailable(format!("HTTP/2 handshake with {address}: {e}"))
+            })
+        })?;
     let keepalive =
         keepalive.and_then(|every| Some((every.max(MIN_KEEPALIVE), connection.ping_pong()?)));
     tokio::spawn(async move {
@@ -535,6 +541,9 @@ impl http_body::Body for ResponseBody {
 /// the node (h2 fails only the streams above the last one the node took). A
 /// connection that broke mid-call is UNKNOWN: the request may have been applied.
 fn status_of(e: &h2::Error, address: &str) -> Status {
+    if let Some(refused) = refused_certificate(e, address) {
+        return refused;
+    }
     let message = format!("{address}: {e}");
     if e.is_go_away() && e.is_remote() {
         return Status::unavailable(message);
@@ -549,6 +558,43 @@ fn status_of(e: &h2::Error, address: &str) -> Status {
         Some(Reason::INADEQUATE_SECURITY) => Status::permission_denied(message),
         _ => Status::internal(message),
     }
+}
+
+/// UNAUTHENTICATED when the node refused this client's certificate (mutual TLS). TLS
+/// 1.3 finishes the client's side of the handshake before the node checks the
+/// certificate, so the refusal arrives as the node's alert, as the connection's I/O
+/// error, often after a request was sent. No request reached the node, and none would
+/// at another node with the same client CA: neither UNKNOWN (maybe applied) nor
+/// UNAVAILABLE (retry elsewhere) is true.
+fn refused_certificate(e: &h2::Error, address: &str) -> Option<Status> {
+    use rustls::AlertDescription as Alert;
+    const REFUSALS: [Alert; 8] = [
+        Alert::CertificateRequired,
+        Alert::BadCertificate,
+        Alert::UnsupportedCertificate,
+        Alert::CertificateRevoked,
+        Alert::CertificateExpired,
+        Alert::CertificateUnknown,
+        Alert::UnknownCA,
+        Alert::AccessDenied,
+    ];
+    let io = e.get_io()?;
+    let alert = match io.get_ref()?.downcast_ref::<rustls::Error>() {
+        Some(rustls::Error::AlertReceived(alert)) => REFUSALS.into_iter().find(|a| a == alert),
+        Some(_) => None,
+        // h2 keeps a connection's I/O error as its kind and text only, so the rustls
+        // error is known by the text rustls gives it.
+        None => {
+            let text = io.to_string();
+            REFUSALS
+                .into_iter()
+                .find(|a| text == rustls::Error::AlertReceived(*a).to_string())
+        }
+    }?;
+    Some(Status::unauthenticated(format!(
+        "{address} refused this client's TLS certificate (alert {alert:?}): the node \
+         requires mutual TLS with a certificate its client CA issued"
+    )))
 }
 
 /// Resets a call's stream when dropped while armed, through its body task.

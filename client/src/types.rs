@@ -102,8 +102,9 @@ impl From<proto::SetResponse> for SetOutcome {
     }
 }
 
-/// Builds the wire request for one `set`, shared by `set` and `mset`.
-pub(crate) fn set_request(key: Bytes, value: Bytes, options: SetOptions) -> proto::SetRequest {
+/// Builds the wire request for one `set`, shared by `set`, `mset` and callers that drive
+/// the raw stubs ([`Client::raw`](crate::Client::raw)), such as a Pipeline stream.
+pub fn set_request(key: Bytes, value: Bytes, options: SetOptions) -> proto::SetRequest {
     use proto::SetCondition as C;
     let (condition, version) = match options.condition {
         Condition::Always => (C::Always, 0),

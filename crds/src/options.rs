@@ -222,8 +222,11 @@ pub struct RedisSpec {
     pub port: i32,
     /// How the port presents the cluster: Standalone, a plain Redis server (CLUSTER
     /// commands are refused); Emulated, also a one-shard Redis Cluster of the node a client
-    /// reached, so Redis Cluster clients connect as well. Either way any node serves
-    /// any key, forwarding it to its owner.
+    /// reached, so Redis Cluster clients connect as well (either way any node serves
+    /// any key, forwarding it to its owner); Cluster, a real Redis Cluster: CLUSTER SLOTS
+    /// reports each slot's owners at their pod IPs and this port, and a node answers
+    /// MOVED for a key it is not the primary of, so cluster clients go straight to
+    /// owners (plain clients then get MOVED too).
     #[serde(default)]
     pub cluster_mode: RedisClusterMode,
 }
@@ -236,6 +239,8 @@ pub enum RedisClusterMode {
     Standalone,
     /// A plain Redis server that also answers CLUSTER as a one-shard cluster.
     Emulated,
+    /// A Redis Cluster: the real slot table, and MOVED to a slot's primary.
+    Cluster,
 }
 
 impl RedisClusterMode {
@@ -244,6 +249,7 @@ impl RedisClusterMode {
         match self {
             Self::Standalone => "standalone",
             Self::Emulated => "emulated",
+            Self::Cluster => "cluster",
         }
     }
 }

@@ -17,9 +17,10 @@ use crate::options::{
 use crate::schema::{DURATION_PATTERN, MAX_SHORT_STRING, QUANTITY_PATTERN};
 use crate::status::CacheClusterStatus;
 
-/// Most nodes a cluster may have. Every request hashes the key against every member
-/// (rendezvous hashing), so past a few hundred members the hashing, not the store,
-/// dominates a request; shard into several clusters instead.
+/// Most nodes a cluster may have. Keys are placed by Redis's 16,384 hash slots, so at
+/// 256 members each holds about 64 slots and balance gets coarse, and every membership
+/// change rebuilds the slot table in time proportional to the members; shard into
+/// several clusters instead.
 pub const MAX_REPLICAS: i32 = 256;
 /// Most copies of a key. Every write goes to each owner; beyond five copies the
 /// extra write traffic and memory buy no availability a cache needs.
@@ -28,7 +29,7 @@ pub const MAX_REPLICATION_FACTOR: i32 = 5;
 /// Desired state of a kcache cluster: how many nodes, how much memory each, how many
 /// copies of each key, and how the pods are scheduled, disrupted and monitored. The
 /// nodes find each other through the headless Service `<name>-headless` and spread
-/// keys over themselves by rendezvous hashing.
+/// keys over themselves by hash slot (rendezvous hashing of slots, with bounded loads).
 // The printer columns repeat `type_ = "integer"`, which the lint mistakes for a
 // duplicated attribute.
 #[allow(clippy::duplicated_attributes)]

@@ -49,6 +49,18 @@ if complete; then
 fi
 
 start=$SECONDS
+# The module and build caches this build fills (a few GB) are of no use once the
+# binaries exist, and a pin change rebuilds from scratch anyway: keep them in a scratch
+# folder that goes when the build ends, so the binaries are all that stays on disk.
+# A build killed outright (SIGKILL, a CI timeout) leaves its folders behind; with the
+# lock held, any still there are stale.
+rm -rf "$cache/$key".go.* "$cache/$key".tmp.*
+scratch="$(mktemp -d "$cache/$key.go.XXXXXX")"
+mkdir -p "$scratch/tmp"
+export GOMODCACHE="$scratch/mod" GOCACHE="$scratch/build" GOTMPDIR="$scratch/tmp"
+export GOFLAGS="${GOFLAGS:+$GOFLAGS }-modcacherw"
+tmp=""
+trap 'rm -rf "$scratch" ${tmp:+"$tmp"}' EXIT
 echo "build.sh: downloading modules (go mod download)" >&2
 go mod download
 
@@ -69,7 +81,6 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 
 tmp="$(mktemp -d "$cache/$key.tmp.XXXXXX")"
-trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/bin" "$tmp/crds/prometheus-operator"
 echo "build.sh: downloading the prometheus-operator CRDs" >&2
 module="$(cd prometheus-operator && go mod download -json github.com/prometheus-operator/prometheus-operator |
@@ -86,6 +97,6 @@ mv "$tmp/bin/server" "$tmp/bin/etcd"
 chmod -R u+w,go+rX "$tmp"
 rm -rf "$out"
 mv "$tmp" "$out"
-trap - EXIT
+tmp=""
 echo "build.sh: built in $((SECONDS - start))s into $bin" >&2
 echo "$bin"

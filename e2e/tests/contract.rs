@@ -122,3 +122,18 @@ fn the_secure_example_hands_the_node_its_secrets_files() {
         Some("secure-headless.default.svc")
     );
 }
+
+#[test]
+fn every_redis_cluster_mode_of_the_crd_is_one_the_node_accepts() {
+    use kcache_crd::RedisClusterMode;
+    use kcache_node::resp::ClusterMode;
+    for (mode, expected) in [
+        (RedisClusterMode::Standalone, ClusterMode::Standalone),
+        (RedisClusterMode::Emulated, ClusterMode::Emulated),
+        (RedisClusterMode::Cluster, ClusterMode::Cluster),
+    ] {
+        let flag = format!("--redis-cluster-mode={}", mode.as_flag());
+        let args = Args::try_parse_from(["kcache-node", flag.as_str()]).unwrap();
+        assert_eq!(args.redis_cluster_mode, expected, "{mode:?}");
+    }
+}

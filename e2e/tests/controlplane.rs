@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kcache_crd::CacheCluster;
 use kcache_e2e::controlplane::{Options, RealControlPlane};
 use kcache_operator::build::BuildOptions;
@@ -65,6 +66,21 @@ async fn run(cmd: &mut tokio::process::Command, args: &[&str]) -> Result<String,
             String::from_utf8_lossy(&out.stderr)
         ))
     }
+}
+
+/// Waits until the apiserver reports the CRD `name` Established. Not `kubectl wait`:
+/// it fails outright ("accessor error: <nil> is of the type <nil>") when it reads the
+/// CRD before the apiserver has written any condition, which CI hit once.
+async fn crd_established(cp: &RealControlPlane, name: &str) {
+    use kube::runtime::wait::{await_condition, conditions::is_crd_established};
+    let crds: Api<CustomResourceDefinition> = Api::all(cp.client().await.unwrap());
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        await_condition(crds, name, is_crd_established()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("crd {name} not Established within 60 s"))
+    .unwrap();
 }
 
 /// The k8s.io/kubernetes version e2e/controlplane/go.mod pins.
@@ -149,10 +165,7 @@ async fn the_operators_objects_are_admitted_by_their_real_schemas() {
         kubectl(&cp, &["apply", "--server-side", "-f", file])
             .await
             .unwrap();
-        let crd = format!("crd/{kind}.monitoring.coreos.com");
-        kubectl(&cp, &["wait", "--for=condition=Established", &crd])
-            .await
-            .unwrap();
+        crd_established(&cp, &format!("{kind}.monitoring.coreos.com")).await;
     }
     let manifest = include_str!("../../examples/cachecluster-production.yaml");
     let objects = kcache_operator::render::render(manifest, &BuildOptions::default()).unwrap();
@@ -207,17 +220,7 @@ async fn the_crd_installs_and_becomes_established(cp: &RealControlPlane) {
     kubectl(cp, &["apply", "--server-side", "-f", crd])
         .await
         .unwrap();
-    kubectl(
-        cp,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd/cacheclusters.kcache.io",
-            "--timeout=60s",
-        ],
-    )
-    .await
-    .unwrap();
+    crd_established(cp, "cacheclusters.kcache.io").await;
 }
 
 /// The accept/reject pairs of crds/tests/cel_rules.rs (there evaluated by kube's CEL
@@ -534,12 +537,7 @@ async fn dependents_of_a_custom_resource_are_collected_with_it(
     kubectl(cp, &["apply", "-f", crd.to_str().unwrap()])
         .await
         .unwrap();
-    let established = [
-        "wait",
-        "--for=condition=Established",
-        "crd/widgets.test.kcache.io",
-    ];
-    kubectl(cp, &established).await.unwrap();
+    crd_established(cp, "widgets.test.kcache.io").await;
     let resource = ApiResource {
         group: "test.kcache.io".into(),
         version: "v1".into(),

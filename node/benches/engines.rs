@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cap::Cap;
-use kcache_client::workload::Zipf;
+use kcache_cli::workload::Zipf;
 use kcache_node::store::{Condition, Limits, Store, Ttl, charge};
 
 #[global_allocator]

@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use kcache_client::workload::Zipf;
+use kcache_cli::workload::Zipf;
 use kcache_node::store::{Condition, Limits, Store, Ttl};
 
 const KEYS: u64 = 100_000;

@@ -29,8 +29,10 @@ pub struct Args {
     pub redis_addr: Option<SocketAddr>,
 
     /// How the Redis port presents the cluster: standalone (a plain Redis server;
-    /// CLUSTER commands are refused) or emulated (a one-shard Redis Cluster of this node, so
-    /// Redis Cluster clients connect too; every node forwards keys to their owners).
+    /// CLUSTER commands are refused), emulated (a one-shard Redis Cluster of this node, so
+    /// Redis Cluster clients connect too; every node forwards keys to their owners) or
+    /// cluster (the real slot table, each member at its host and this node's Redis
+    /// port, and MOVED to a slot's primary, so cluster clients go straight to owners).
     #[arg(long, env = "KCACHE_REDIS_CLUSTER_MODE", value_enum, default_value_t = ClusterMode::Standalone)]
     pub redis_cluster_mode: ClusterMode,
 
@@ -145,6 +147,8 @@ pub struct Args {
 
     /// The name peers' certificates must carry when this node calls them; defaults to
     /// <service>.<namespace>.svc with --discovery kubernetes, else each peer's host.
+    /// With --tls-client-ca-file, the Peer service also answers only callers whose
+    /// certificate is valid for this name.
     #[arg(long, env = "KCACHE_TLS_SERVER_NAME", requires = "tls_cert_file")]
     pub tls_server_name: Option<String>,
 

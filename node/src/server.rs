@@ -17,7 +17,7 @@ use crate::cluster::{
     Cluster, PeerService, WriteAck, antientropy, kubernetes, membership, rebalance,
 };
 use crate::metrics::Metrics;
-use crate::security::{Security, SecurityConfig, SecurityMetrics};
+use crate::security::{PeerGate, Security, SecurityConfig, SecurityMetrics};
 use crate::service::{CacheService, MAX_BATCH, NodeInfo};
 use crate::store::{Limits, Store};
 
@@ -28,6 +28,11 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 const SWEEP_BUDGET: usize = 256;
 /// Room for the protobuf framing around the values of one request.
 const MESSAGE_SLACK: usize = 64 << 10;
+/// Streams one client connection may have open at once (SETTINGS_MAX_CONCURRENT_
+/// STREAMS): a client past it waits for a stream to end instead of the node taking
+/// on calls without limit; ample for a pooled client's pipelining (HTTP/2 clients
+/// commonly default to 100).
+pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
 
 /// How long a member that (re)joins a cluster may spend learning the members and
 /// fetching its entries from its peers before it turns ready anyway.
@@ -254,17 +259,24 @@ pub async fn serve_with_redis(
         "kcache node serving"
     );
     // Health and reflection stay open (kubelet probes, tooling); Cache and Peer
-    // demand a token when there are tokens.
+    // demand a token when there are tokens, and Peer, with mutual TLS and the peers'
+    // name, a node's certificate.
     let auth = security.auth.clone();
     let open = auth.is_none();
+    let peer_name = security
+        .tls
+        .as_ref()
+        .filter(|tls| tls.checks_peer_name())
+        .and(config.security.peer_server_name.clone());
+    let gate = PeerGate::new(auth.clone(), peer_name, security.metrics.clone());
     let routes = tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_optional_service(open.then(|| cache.clone()))
-        .add_optional_service(open.then(|| peer.clone()))
-        .add_optional_service(auth.clone().map(|a| InterceptedService::new(cache, a)))
-        .add_optional_service(auth.map(|a| InterceptedService::new(peer, a)));
+        .add_optional_service(auth.map(|a| InterceptedService::new(cache, a)))
+        .add_service(InterceptedService::new(peer, gate));
     let grpc_stop = stop_rx.clone();
     let grpc_server = async move {
         match security.tls.clone() {

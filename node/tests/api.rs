@@ -470,3 +470,28 @@ async fn a_malformed_request_is_refused_and_the_node_keeps_serving() {
     assert!(client.get(get("still")).await.unwrap().into_inner().found);
     node.stop().await;
 }
+
+#[tokio::test]
+async fn the_node_bounds_the_streams_a_connection_may_open() {
+    let node = TestNode::start(Limits::default()).await;
+    let tcp = tokio::net::TcpStream::connect(node.grpc).await.unwrap();
+    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut send = send.ready().await.unwrap();
+    // Until the server's SETTINGS arrive the limit reads as unbounded.
+    let advertised = async {
+        loop {
+            let limit = send.current_max_send_streams();
+            if limit != usize::MAX {
+                return limit;
+            }
+            send = send.ready().await.unwrap();
+            tokio::task::yield_now().await;
+        }
+    };
+    let limit = tokio::time::timeout(std::time::Duration::from_secs(5), advertised)
+        .await
+        .expect("the server's SETTINGS within 5 s");
+    assert_eq!(limit, kcache_node::server::MAX_CONCURRENT_STREAMS as usize);
+    node.stop().await;
+}

@@ -6,7 +6,7 @@ mod common;
 
 use clap::Parser;
 use common::TestNode;
-use kcache_client::cli::{self, Cli};
+use kcache_cli::{self as cli, Cli};
 use kcache_client::proto::{Command, GetRequest, command};
 use kcache_node::store::Limits;
 use tokio_stream::StreamExt;

@@ -163,22 +163,9 @@ async fn redis_rs_reads_any_key_through_any_node_and_a_scale_loses_none() {
     futures::future::join_all(nodes.into_iter().map(Node::stop)).await;
 }
 
-/// The Python of `scripts/test.sh`'s venv (`KCACHE_VENV`), which has redis-py.
-fn python() -> String {
-    let python = std::env::var("KCACHE_VENV")
-        .map(|venv| format!("{venv}/bin/python"))
-        .unwrap_or_else(|_| "python3".into());
-    let has_redis = Command::new(&python).args(["-c", "import redis"]).status();
-    assert!(
-        has_redis.is_ok_and(|s| s.success()),
-        "{python} cannot import redis: run scripts/test.sh (it installs redis-py into .venv) or pip install -r scripts/requirements.txt"
-    );
-    python
-}
-
 /// Runs the redis-py script in `phase` against `ports`; its last line of output.
 async fn redis_py(phase: &str, nodes: &[Node]) -> String {
-    let python = python();
+    let python = common::python();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/redis_py.py");
     let addrs: Vec<String> = nodes.iter().map(|n| n.redis.to_string()).collect();
     let phase = phase.to_string();

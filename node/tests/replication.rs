@@ -4,6 +4,11 @@
 //! bad entry does not cost its batch.
 #![allow(clippy::unwrap_used)] // a test that cannot set up should fail loudly
 
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use kcache_client::placement::{Member, View};
 use kcache_client::proto::{
     DeleteRequest, GetRequest, GetResponse, ReplicateRequest, SetCondition, SetRequest,
@@ -268,5 +273,51 @@ async fn a_delete_that_follows_a_set_is_not_overtaken_by_it_on_the_replica() {
         back.len(),
         keys.len(),
         &back[..back.len().min(3)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_a_replication_batch_timed_out_on_is_not_used_again() {
+    // a is every test key's primary; b, the replica, never answers (frozen, or its
+    // connection stuck behind TCP retransmissions after a partition healed). Once a
+    // batch times out, the next one goes on a new connection, as forwarded calls do.
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let b = common::silent_peer_counting(accepted.clone()).await;
+    let config = NodeConfig {
+        replication: 2,
+        // Copies go in the background, so the sets answer at once.
+        write_ack: WriteAck::One,
+        // Nothing but replication batches may dial b again.
+        anti_entropy: None,
+        ..NodeConfig::single("a", Limits::default())
+    };
+    let (here, view) = common::node_beside(b, config).await;
+    let mut keys = (0..)
+        .map(|i| format!("k-{i}"))
+        .filter(|k| view.owners(k.as_bytes(), 2)[0].id == "a");
+    let mut a = CacheClient::new(
+        Channel::from_shared(format!("http://{here}"))
+            .unwrap()
+            .connect_lazy(),
+    );
+    // A batch times out after a second; one connection would carry every later batch.
+    let redialed = async {
+        while accepted.load(Ordering::SeqCst) < 2 {
+            let key: bytes::Bytes = keys.next().unwrap().into_bytes().into();
+            a.set(SetRequest {
+                key: key.clone(),
+                value: key,
+                ..SetRequest::default()
+            })
+            .await
+            .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(10), redialed).await;
+    let connections = accepted.load(Ordering::SeqCst);
+    assert!(
+        waited.is_ok(),
+        "{connections} connection(s) to the replica after 10 s of timed-out batches"
     );
 }

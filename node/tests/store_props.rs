@@ -79,8 +79,12 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
+    // PROPTEST_CASES still decides when set: a `cases` written here would override it.
     #![proptest_config(ProptestConfig {
-        cases: 256,
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(256),
         ..ProptestConfig::default()
     })]
 

@@ -27,7 +27,7 @@ cleanup() {
 store=(--root "$work/storage" --runroot "$work/run" --storage-driver vfs)
 trap cleanup EXIT
 
-cargo build -q -p kcache-node -p kcache-client -p kcache-operator
+cargo build -q -p kcache-node -p kcache-cli -p kcache-operator
 stage="$work/stage"
 mkdir -p "$stage/bin" "$stage/lib" "$stage/etc"
 cp target/debug/kcache-node target/debug/kcache target/debug/kcache-operator "$stage/bin/"

@@ -117,8 +117,12 @@ def source_metrics():
     code names the node labels requests with, from the source."""
     names, labels = {"up"}, set()
     codes = set(re.findall(r'=> "([A-Za-z]+)"', (ROOT / "node/src/metrics.rs").read_text()))
-    for path, prefix in (("node/src/metrics.rs", "kcache_"), ("operator/src/metrics.rs", "kcache_operator_")):
-        text = (ROOT / path).read_text()
+    # Every source file of the node that registers metrics (security, anti-entropy and
+    # the rest keep theirs beside their code), and the operator's.
+    sources = [(p, "kcache_") for p in sorted((ROOT / "node/src").rglob("*.rs")) if "prometheus::" in p.read_text()]
+    sources.append((ROOT / "operator/src/metrics.rs", "kcache_operator_"))
+    for path, prefix in sources:
+        text = path.read_text()
         names |= {prefix + n for n in re.findall(r'(?:new|counter|gauge)\(\s*"([a-z_]+)"', text)}
         for group in re.findall(r'&\[\s*("[a-z_]+"(?:\s*,\s*"[a-z_]+")*)\s*\]', text):
             labels |= set(re.findall(r'"([a-z_]+)"', group))

@@ -11,5 +11,5 @@ venv="${KCACHE_VENV:-$PWD/.venv}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-cargo build -q -p kcache-node -p kcache-client -p kcache-operator -p kcache-e2e --bins
+cargo build -q -p kcache-node -p kcache-cli -p kcache-operator -p kcache-e2e --bins
 timeout --kill-after=20 300 "$venv/bin/python" scripts/checks/monitoring-live.py "$work" target/debug

@@ -133,9 +133,8 @@ pub async fn serve(
     addr: SocketAddr,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let udp = tokio::net::UdpSocket::bind(addr).await?;
+    let (udp, tcp) = bind_pair(addr).await?;
     let bound = udp.local_addr()?;
-    let tcp = tokio::net::TcpListener::bind(bound).await?;
     let zone = Arc::new(RwLock::new(Zone::default()));
     let mut server = hickory_server::Server::new(Handler::new(zone.clone()));
     server.register_socket(udp);
@@ -150,6 +149,28 @@ pub async fn serve(
         let _ = server.shutdown_gracefully().await;
     });
     Ok((bound, task))
+}
+
+/// A UDP socket and a TCP listener on the same port. With port 0 the kernel picks the
+/// UDP port, which a TCP connection may already hold as its local port (the real
+/// control plane's leg of the e2e suite has hundreds): then another port is tried.
+async fn bind_pair(
+    addr: SocketAddr,
+) -> std::io::Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
+    const ATTEMPTS: usize = 20;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let udp = tokio::net::UdpSocket::bind(addr).await?;
+        match tokio::net::TcpListener::bind(udp.local_addr()?).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e)
+                if addr.port() == 0
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && attempt < ATTEMPTS => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Rebuilds `zone` on every change of Services or EndpointSlices.

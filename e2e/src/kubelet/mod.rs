@@ -5,12 +5,16 @@
 //!
 //! Containers become programs through [`runtime::IMAGE_TABLE`]; a pod's logs are in
 //! `<state dir>/pods/<namespace>_<pod>/<container>.log`, the running process's id in
-//! `<container>.pid` beside it.
+//! `<container>.pid` beside it. Their `secret`, `configMap` and `emptyDir` volumes are
+//! files in the pod's folder that the containers are pointed at by rewriting mount paths
+//! in their command, args and env, and kept up to date as the Secrets change: see
+//! [`volume`].
 
 pub mod node;
 pub mod pod;
 pub mod probe;
 pub mod runtime;
+pub mod volume;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Client, ResourceExt};
 use nix::sys::signal::{Signal, killpg};
@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::probe::{self, Settings};
-use super::runtime;
+use super::{runtime, volume};
+use crate::controllers::wake_on_changes;
 
 /// First wait before restarting a crashed container; it doubles per crash up to
 /// [`BACKOFF_MAX`]. The real kubelet uses 10 s and 5 min; a local cluster is for trying
@@ -106,6 +107,8 @@ pub async fn run(
     let ns = pod.namespace().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
     let dir = pod_dir(&shared.state_dir, &pod);
+    // A predecessor of the same name left its volumes: this pod writes its own.
+    let _ = std::fs::remove_dir_all(dir.join("volumes"));
     if let Err(e) = std::fs::create_dir_all(&dir) {
         tracing::warn!(pod = %name, error = %e, "creating the pod folder");
     }
@@ -155,8 +158,35 @@ pub async fn run(
             }
         })
     };
+    // Volumes first: a pod whose Secret is missing waits in ContainerCreating, as on a
+    // real node; then they are kept in step with their Secrets and ConfigMaps.
+    let volumes_changed = Arc::new(Notify::new());
+    let volume_watches = if volume::has_api_sources(&pod) {
+        vec![
+            wake_on_changes(
+                Api::<Secret>::namespaced(shared.client.clone(), &ns),
+                volumes_changed.clone(),
+            ),
+            wake_on_changes(
+                Api::<ConfigMap>::namespaced(shared.client.clone(), &ns),
+                volumes_changed.clone(),
+            ),
+        ]
+    } else {
+        Vec::new()
+    };
+    let volumes = set_up_volumes(&shared, &pod, &dir, &tracker, &volumes_changed, &mut stop).await;
+    let volume_sync = volumes.is_some().then(|| {
+        tokio::spawn(keep_volumes(
+            shared.clone(),
+            pod.clone(),
+            dir.clone(),
+            volumes_changed.clone(),
+        ))
+    });
     let mut containers = Vec::new();
     for (index, container) in spec.containers.iter().enumerate() {
+        let Some(volumes) = &volumes else { break };
         let runner = Runner {
             shared: shared.clone(),
             pod: pod.clone(),
@@ -165,6 +195,7 @@ pub async fn run(
             ip: ip.clone(),
             dir: dir.clone(),
             kubeconfig: kubeconfig.clone(),
+            mounts: volume::mounts(container, volumes),
             tracker: tracker.clone(),
             restart_policy: spec
                 .restart_policy
@@ -187,6 +218,12 @@ pub async fn run(
             }
         }
     }
+    for watch in volume_watches {
+        watch.abort();
+    }
+    if let Some(sync) = volume_sync {
+        sync.abort();
+    }
     // Stop the writer and wait for it, so no write of it lands after the last one.
     let _ = stop_writer.send(true);
     let _ = writer.await;
@@ -198,6 +235,10 @@ pub async fn run(
         let phase = final_phase(&tracker);
         write_status(&api, &name, &uid, &ip, &tracker, Some(phase)).await;
     }
+    // Torn down with the pod's processes, as the kubelet cleans up the volumes of a pod
+    // that is gone: no Secret stays on disk after its pod (a pod that runs again, after
+    // a kubelet restart, writes them afresh).
+    let _ = std::fs::remove_dir_all(dir.join("volumes"));
     if kind.is_some_and(|k| k.delete) {
         let params = DeleteParams {
             grace_period_seconds: Some(0),
@@ -211,6 +252,59 @@ pub async fn run(
             Ok(_) => tracing::info!(pod = %format!("{ns}/{name}"), "pod stopped and removed"),
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
             Err(e) => tracing::warn!(pod = %name, error = %e, "removing the stopped pod"),
+        }
+    }
+}
+
+/// Sets the pod's volumes up, retrying (with the containers waiting in
+/// ContainerCreating and the reason in their message) until that works, or `None` if
+/// the pod is stopped first.
+async fn set_up_volumes(
+    shared: &Shared,
+    pod: &Pod,
+    dir: &std::path::Path,
+    tracker: &Tracker,
+    changed: &Notify,
+    stop: &mut watch::Receiver<Option<StopKind>>,
+) -> Option<volume::Volumes> {
+    let mut last = String::new();
+    loop {
+        if stop.borrow().is_some() {
+            return None;
+        }
+        match volume::set_up(&shared.client, pod, dir).await {
+            Ok(volumes) => return Some(volumes),
+            Err(message) if message == last => {}
+            Err(message) => {
+                tracing::warn!(pod = %pod.name_any(), %message, "waiting for the pod's volumes");
+                last = message.clone();
+                let mut state = tracker.state.lock();
+                for c in &mut state.containers {
+                    c.state =
+                        json!({"waiting": {"reason": "ContainerCreating", "message": message}});
+                }
+                drop(state);
+                tracker.changed.notify_one();
+            }
+        }
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = tokio::time::sleep(crate::controllers::RESYNC) => {}
+            changed = stop.changed() => if changed.is_err() { return None },
+        }
+    }
+}
+
+/// Brings the pod's volumes up to date on every change of a Secret or ConfigMap in its
+/// namespace, and every RESYNC; a failure keeps the files as they were.
+async fn keep_volumes(shared: Arc<Shared>, pod: Pod, dir: PathBuf, changed: Arc<Notify>) {
+    loop {
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = tokio::time::sleep(crate::controllers::RESYNC) => {}
+        }
+        if let Err(message) = volume::set_up(&shared.client, &pod, &dir).await {
+            tracing::warn!(pod = %pod.name_any(), %message, "volume update failed (keeping the last files)");
         }
     }
 }
@@ -333,6 +427,8 @@ struct Runner {
     ip: String,
     dir: PathBuf,
     kubeconfig: PathBuf,
+    /// Mount path → the folder standing for it (see [`volume`]).
+    mounts: Vec<(String, PathBuf)>,
     tracker: Arc<Tracker>,
     restart_policy: String,
 }
@@ -441,7 +537,7 @@ impl Runner {
                 .await
                 .map_err(|e| ("CreateContainerConfigError", e))?;
         for value in env.values_mut() {
-            *value = runtime::pod_network(value, &self.ip);
+            *value = volume::rewrite(&runtime::pod_network(value, &self.ip), &self.mounts);
         }
         let mut base = BTreeMap::from([
             (
@@ -459,9 +555,10 @@ impl Runner {
         let env = base;
         let (program, args) = runtime::program(&self.container, &self.shared.bin_dir, &env)
             .map_err(|e| ("ErrImageNeverPull", e))?;
+        let program = PathBuf::from(volume::rewrite(&program.to_string_lossy(), &self.mounts));
         let args: Vec<String> = args
             .iter()
-            .map(|a| runtime::pod_network(a, &self.ip))
+            .map(|a| volume::rewrite(&runtime::pod_network(a, &self.ip), &self.mounts))
             .collect();
         let log_path = self.dir.join(format!("{}.log", self.container.name));
         let log = std::fs::OpenOptions::new()

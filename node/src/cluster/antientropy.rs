@@ -14,6 +14,11 @@
 //! A member that evicted since its last round repairs only the keys it holds (and
 //! deletes): full owners evict different keys, and refilling them would undo eviction.
 //!
+//! Entries not newer than either member's [`floor`] (the newest delete it forgot early,
+//! its tombstones' share of memory being full) are left out of both digests and of
+//! the repair: they may be copies that missed one of those deletes, and bringing a
+//! deleted key back is worse than leaving a key on one copy.
+//!
 //! Each round also hands off entries this node holds but does not own
 //! ([`super::rebalance::tidy`]): copies that arrived after its own handoff pass.
 
@@ -29,7 +34,7 @@ use tokio::sync::watch;
 use tokio_stream::StreamExt;
 
 use super::Cluster;
-use super::peers::{BATCH, apply, copies};
+use super::peers::{BATCH, apply_repair, copies};
 use crate::store::{ScanCursor, Store};
 
 /// Buckets of a digest: enough that a few missed writes repair a small part of the
@@ -52,15 +57,32 @@ fn shared(view: &View, replication: usize, a: &str, b: &str, key: &[u8]) -> bool
     owners.iter().any(|m| m.id == a) && owners.iter().any(|m| m.id == b)
 }
 
-/// The digest of the live entries this node and `peer` both own in `view`.
-pub fn digest(store: &Store, view: &View, replication: usize, me: &str, peer: &str) -> Vec<u64> {
+/// This node's floor: the newest version of a delete it forgot before its horizon
+/// (its tombstones' share of memory was full), 0 when it forgot none. An entry not
+/// newer than it may be a copy that missed one of those deletes, so anti-entropy
+/// neither compares nor copies it: it would rather leave a key with one copy than
+/// bring a deleted one back.
+pub fn floor(store: &Store) -> u64 {
+    store.stats().tombstones_forgotten_below
+}
+
+/// The digest of the live entries newer than `floor` that this node and `peer` both
+/// own in `view`.
+pub fn digest(
+    store: &Store,
+    view: &View,
+    replication: usize,
+    me: &str,
+    peer: &str,
+    floor: u64,
+) -> Vec<u64> {
     let mut buckets = vec![0u64; BUCKETS];
     let mut cursor = Some(ScanCursor::default());
     while let Some(at) = cursor {
         let (batch, next) = store.scan_versions(at, BATCH);
         cursor = next;
         for (key, version) in batch {
-            if shared(view, replication, me, peer, &key) {
+            if version > floor && shared(view, replication, me, peer, &key) {
                 let b = bucket(&key);
                 buckets[b] = buckets[b].wrapping_add(mix(stable_hash(&key) ^ version));
             }
@@ -69,8 +91,10 @@ pub fn digest(store: &Store, view: &View, replication: usize, me: &str, peer: &s
     buckets
 }
 
-/// The entries and remembered deletes in `buckets` that this node and `peer` both own,
-/// in messages of at most [`BATCH`] entries or [`BATCH_BYTES`].
+/// The entries newer than `floor` and the remembered deletes in `buckets` that this
+/// node and `peer` both own, in messages of at most [`BATCH`] entries or
+/// [`BATCH_BYTES`].
+#[allow(clippy::too_many_arguments)] // what to send, and to whom
 pub fn contents(
     store: &Store,
     view: &View,
@@ -78,11 +102,12 @@ pub fn contents(
     me: &str,
     peer: &str,
     buckets: &HashSet<usize>,
+    floor: u64,
     send: impl FnMut(Vec<VersionedEntry>) -> bool,
 ) {
     let wanted =
         |key: &[u8]| buckets.contains(&bucket(key)) && shared(view, replication, me, peer, key);
-    copies(store, wanted, send);
+    copies(store, wanted, floor, send);
 }
 
 /// splitmix64's finalizer: spreads one hash over all 64 bits, so sums of them collide
@@ -197,16 +222,20 @@ async fn round(
     let request = DigestRequest {
         member_id: me.to_owned(),
         epoch: view.epoch(),
+        floor: floor(store),
     };
+    let asked = request.floor;
     let theirs = tokio::time::timeout(PEER_WAIT, client.digest(request))
         .await
         .map_err(|_| format!("no digest in {PEER_WAIT:?}"))?
         .map_err(|status| status.to_string())?
-        .into_inner()
-        .buckets;
+        .into_inner();
+    // A member from before floors answers 0: then this node's own still holds.
+    let floor = theirs.floor.max(asked);
+    let theirs = theirs.buckets;
     let ours = {
         let (store, view, me, peer) = (store.clone(), view.clone(), me.to_owned(), peer.id.clone());
-        tokio::task::spawn_blocking(move || digest(&store, &view, replication, &me, &peer))
+        tokio::task::spawn_blocking(move || digest(&store, &view, replication, &me, &peer, floor))
             .await
             .map_err(|e| e.to_string())?
     };
@@ -228,6 +257,7 @@ async fn round(
         member_id: me.to_owned(),
         epoch: view.epoch(),
         buckets: differ,
+        floor,
     };
     let mut stream = tokio::time::timeout(PEER_WAIT, client.repair(request))
         .await
@@ -245,7 +275,13 @@ async fn round(
             if !fill && !entry.deleted && store.peek(&entry.key).is_none() {
                 continue;
             }
-            if apply(store, entry).unwrap_or(false) {
+            // A member from before floors sends everything.
+            if !entry.deleted && entry.version <= floor {
+                continue;
+            }
+            // The store checks its own floor again as it applies: a delete forgotten
+            // since the digests must not let its key back either.
+            if apply_repair(store, entry).unwrap_or(false) {
                 metrics.repaired.inc();
             }
         }

@@ -18,13 +18,21 @@ use tokio::sync::watch;
 
 pub use peers::{PeerPool, PeerService};
 
-/// How long after the membership last moved (a change seen, or this node's handoff
-/// pass for it ended) a key this node owns but lacks is looked for at its other and
-/// previous owners before it counts as a miss. Other nodes start their handoff passes
-/// `SETTLE` (250 ms) after they see a change and retry a failed pass for about 3 s
-/// (200 + 400 + 800 + 1,600 ms); 10 s covers both with room, and confines the extra
-/// round trip a miss then costs to moments of change.
+/// How long after the membership last moved (a change seen, this node's handoff pass
+/// for it ended, or handed-off entries arrived) a key this node owns but lacks is
+/// looked for at its other and previous owners before it counts as a miss. Other
+/// nodes start their handoff passes `SETTLE` (250 ms) after they see a change and
+/// retry a failed one (after 200, 400, 800 ms, ... up to 5 s apart) until it
+/// completes; each delivery re-opens the window, and 10 s covers a first pass with
+/// room while confining the extra round trip a miss costs to moments of change.
 pub const READ_THROUGH: Duration = Duration::from_secs(10);
+
+/// How long membership must have been still (no change seen, no handoff pass ending)
+/// before the Redis port's `cluster` mode answers MOVED; until then every node serves
+/// every key by forwarding it. Members see an EndpointSlice change within well under a
+/// second of each other; a node that redirected by its new view to one still on the
+/// old view could be sent straight back, and a client gives up after a few bounces.
+pub const REDIRECT_SETTLE: Duration = Duration::from_secs(2);
 
 /// When a coordinated write answers its client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -202,6 +210,12 @@ impl Cluster {
     /// way, so owners' copies differ only by writes they missed.
     pub fn settled(&self) -> bool {
         self.transition.lock().moved.elapsed() > READ_THROUGH
+    }
+
+    /// Whether the Redis port may answer MOVED: not while this node drains (the others
+    /// still send its keys to it) nor within [`REDIRECT_SETTLE`] of a change.
+    pub fn redirects(&self) -> bool {
+        !self.is_draining() && self.transition.lock().moved.elapsed() > REDIRECT_SETTLE
     }
 
     /// Where else a key this node owns but lacks may be while a handoff can still be

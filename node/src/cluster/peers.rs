@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use kcache_client::placement::{Member, View};
@@ -33,16 +33,50 @@ pub const BATCH_BYTES: usize = 1 << 20;
 /// Room for the protobuf framing around the largest entry a peer may send alone.
 const ENTRY_SLACK: usize = 64 << 10;
 
-/// One lazily connected HTTP/2 connection per peer address, shared by every request
-/// to it (HTTP/2 multiplexes them).
+/// How long after a call to a peer timed out or found it unreachable the peer stays
+/// suspect: forwarded reads ask the key's other owners first and writes wait for its
+/// copies only briefly, so a frozen or cut-off peer costs each node a deadline about
+/// once per this period, not on every call. A forwarded call or a replication batch
+/// it answers ends this early.
+pub const SUSPECT: Duration = Duration::from_secs(5);
+
+/// Peers whose last call failed, until when ([`SUSPECT`]): read by every forwarded read
+/// and replicated write, so a concurrent map.
 #[derive(Debug, Default)]
+pub struct Suspects(DashMap<String, Instant>);
+
+impl Suspects {
+    pub fn failed(&self, address: &str) {
+        self.0.insert(address.to_owned(), Instant::now() + SUSPECT);
+    }
+
+    pub fn answered(&self, address: &str) {
+        // A read lock first: on the hot path the peer is almost never suspect.
+        if self.0.contains_key(address) {
+            self.0.remove(address);
+        }
+    }
+
+    pub fn suspect(&self, address: &str) -> bool {
+        self.0
+            .get(address)
+            .is_some_and(|until| Instant::now() < *until)
+    }
+}
+
+/// One lazily connected HTTP/2 connection per peer address, shared by every request
+/// to it (HTTP/2 multiplexes them). Clones share the connections, so the replication
+/// senders see a reset as forwarded calls do.
+#[derive(Debug, Default, Clone)]
 pub struct PeerPool {
     /// A concurrent map: every forwarded request and replication batch looks its peer
     /// up here, from every worker thread.
-    channels: DashMap<String, Connection>,
+    channels: Arc<DashMap<String, Connection>>,
     /// TLS and token of every peer connection, set once before the first call (their
     /// contents reload in place).
-    credentials: std::sync::OnceLock<(Option<Tls>, Option<Token>)>,
+    credentials: Arc<std::sync::OnceLock<(Option<Tls>, Option<Token>)>>,
+    /// Shared with the replication senders.
+    suspects: Arc<Suspects>,
 }
 
 impl PeerPool {
@@ -72,6 +106,19 @@ impl PeerPool {
             .clone()
     }
 
+    /// Forgets the connection to `address`, so that the next call dials a new one. A
+    /// connection a call's deadline passed on may be stuck behind TCP retransmissions
+    /// (after a partition heals, the kernel resends only on its own back-off, seconds
+    /// later), and keepalive would notice only after its interval. Calls already on
+    /// the old connection finish or time out as they would.
+    pub fn reset(&self, address: &str) {
+        self.channels.remove(address);
+    }
+
+    pub fn suspects(&self) -> &Arc<Suspects> {
+        &self.suspects
+    }
+
     pub fn cache(&self, address: &str) -> CacheClient<Connection> {
         CacheClient::new(self.channel(address))
     }
@@ -90,6 +137,9 @@ impl PeerPool {
     /// Drops channels to addresses no longer in use.
     pub fn retain(&self, addresses: &[&str]) {
         self.channels
+            .retain(|address, _| addresses.contains(&address.as_str()));
+        self.suspects
+            .0
             .retain(|address, _| addresses.contains(&address.as_str()));
     }
 }
@@ -117,10 +167,12 @@ pub fn deleted(tomb: &crate::store::Tombstone) -> VersionedEntry {
 /// Sends the remembered deletes, then the entries, of the keys `wanted` picks, in
 /// messages of at most [`BATCH`] entries or [`BATCH_BYTES`], until `send` says the
 /// receiver is gone. Deletes go first, so an older copy of a key (from another peer)
-/// is refused however the streams interleave. Sync and anti-entropy's Repair.
+/// is refused however the streams interleave. Sync and anti-entropy's Repair; entries
+/// not newer than `floor` are left out (deletes never are).
 pub fn copies(
     store: &Store,
     wanted: impl Fn(&[u8]) -> bool,
+    floor: u64,
     mut send: impl FnMut(Vec<VersionedEntry>) -> bool,
 ) {
     for batch in store.tombstones() {
@@ -141,7 +193,7 @@ pub fn copies(
         cursor = next;
         let entries: Vec<_> = batch
             .into_iter()
-            .filter(|e| wanted(&e.key))
+            .filter(|e| e.version > floor && wanted(&e.key))
             .map(to_proto)
             .collect();
         if !entries.is_empty() && !send(entries) {
@@ -152,15 +204,31 @@ pub fn copies(
 
 /// Applies one replicated entry; returns whether it changed the store.
 pub fn apply(store: &Store, entry: VersionedEntry) -> Result<bool, Status> {
+    apply_as(store, entry, Store::apply)
+}
+
+/// Applies one entry an anti-entropy repair brought ([`Store::apply_repair`]).
+pub fn apply_repair(store: &Store, entry: VersionedEntry) -> Result<bool, Status> {
+    apply_as(store, entry, Store::apply_repair)
+}
+
+fn apply_as(
+    store: &Store,
+    entry: VersionedEntry,
+    set: fn(&Store, &Versioned) -> Result<bool, crate::store::StoreError>,
+) -> Result<bool, Status> {
     let result = if entry.deleted {
         store.apply_delete(&entry.key, entry.version)
     } else {
-        store.apply(&Versioned {
-            key: entry.key,
-            value: entry.value,
-            version: entry.version,
-            ttl_ms: entry.ttl_ms,
-        })
+        set(
+            store,
+            &Versioned {
+                key: entry.key,
+                value: entry.value,
+                version: entry.version,
+                ttl_ms: entry.ttl_ms,
+            },
+        )
     };
     result.map_err(crate::service::to_status)
 }
@@ -236,6 +304,11 @@ impl proto::peer_server::Peer for PeerService {
         while let Some(batch) = batches.next().await {
             let batch = batch?;
             let done = self.apply_all(&batch.from, batch.entries);
+            if done.applied > 0 && total.applied == 0 {
+                // Entries still arriving, perhaps from a pass retried long after the
+                // change: keep reading through to the previous owners meanwhile.
+                self.cluster.moved(None);
+            }
             total.received += done.received;
             total.applied += done.applied;
         }
@@ -264,7 +337,7 @@ impl proto::peer_server::Peer for PeerService {
                     .iter()
                     .any(|m| m.id == member)
             };
-            copies(&store, owned, |entries| {
+            copies(&store, owned, 0, |entries| {
                 let message = ReplicateRequest {
                     entries,
                     from: cluster.me.id.clone(),
@@ -282,6 +355,7 @@ impl proto::peer_server::Peer for PeerService {
         let req = req.into_inner();
         let view = self.same_view(req.epoch)?;
         let (store, cluster) = (self.store.clone(), self.cluster.clone());
+        let floor = req.floor.max(antientropy::floor(&store));
         let buckets = tokio::task::spawn_blocking(move || {
             antientropy::digest(
                 &store,
@@ -289,11 +363,12 @@ impl proto::peer_server::Peer for PeerService {
                 cluster.replication,
                 &cluster.me.id,
                 &req.member_id,
+                floor,
             )
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(proto::DigestResponse { buckets }))
+        Ok(Response::new(proto::DigestResponse { buckets, floor }))
     }
 
     type RepairStream = SyncStream;
@@ -315,6 +390,7 @@ impl proto::peer_server::Peer for PeerService {
                 &cluster.me.id,
                 &req.member_id,
                 &buckets,
+                req.floor.max(antientropy::floor(&store)),
                 |entries| {
                     let message = ReplicateRequest {
                         entries,

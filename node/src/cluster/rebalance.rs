@@ -4,7 +4,7 @@
 //! so scale-down and rolling restarts go through the same path. A restarted member of
 //! a static cluster asks its peers for its entries (`sync_from_peers`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,13 +23,17 @@ use crate::store::{ScanCursor, Store, Versioned};
 /// Membership changes often come in bursts (a StatefulSet scaling by several pods);
 /// waiting this long after a change lets one handoff cover the burst.
 const SETTLE: Duration = Duration::from_millis(250);
-/// Attempts of one handoff pass before giving up on it until the next change.
+/// Attempts of one handoff pass before each further failure is a warning.
 const ATTEMPTS: u32 = 5;
-/// First pause between attempts, doubled each time.
+/// First pause between attempts, doubled each time up to [`MAX_BACKOFF`].
 const BACKOFF: Duration = Duration::from_millis(200);
+/// The longest pause between attempts of a pass a peer keeps failing: retries cost a
+/// scan of the store, and a peer down this long is rarely back sooner.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a peer may take to accept a message of a handoff, or to answer its end:
 /// peers take a batch in milliseconds, so a peer silent this long is frozen (stopped,
-/// cut off), and the pass gives up on it instead of holding every later change up.
+/// cut off), and that attempt gives up on it (the next attempt tries again) instead of
+/// holding every later change up.
 const STALL: Duration = Duration::from_secs(5);
 
 /// Outcome of one handoff pass.
@@ -46,7 +50,17 @@ pub struct Handoff {
 /// own them too (new replicas). Then entries this node no longer owns are sent to
 /// their owners and removed here once acknowledged; doing that last also catches
 /// writes that reached this node while the change was spreading.
-pub async fn hand_off(store: &Arc<Store>, cluster: &Cluster, old: &View, new: &View) -> Handoff {
+///
+/// `done` holds the addresses an earlier attempt of this pass already streamed to:
+/// they are skipped (writes since then reached them by replication), and the targets
+/// this attempt completes are added.
+pub async fn hand_off(
+    store: &Arc<Store>,
+    cluster: &Cluster,
+    old: &View,
+    new: &View,
+    done: &mut HashSet<String>,
+) -> Handoff {
     let r = cluster.replication;
     let me = cluster.me.id.as_str();
     let mut streams: HashMap<String, PeerStream> = HashMap::new();
@@ -63,7 +77,10 @@ pub async fn hand_off(store: &Arc<Store>, cluster: &Cluster, old: &View, new: &V
             }
             let old_owners = old.owners(&entry.key, r);
             for owner in owners {
-                if owner.id != me && !old_owners.iter().any(|o| o.id == owner.id) {
+                if owner.id != me
+                    && !old_owners.iter().any(|o| o.id == owner.id)
+                    && !done.contains(&owner.address)
+                {
                     per_target
                         .entry(owner.address.as_str())
                         .or_default()
@@ -76,6 +93,9 @@ pub async fn hand_off(store: &Arc<Store>, cluster: &Cluster, old: &View, new: &V
             let stream = streams
                 .entry(address.to_owned())
                 .or_insert_with(|| PeerStream::open(cluster, address));
+            if stream.stalled {
+                continue; // this attempt failed that peer already
+            }
             let message = ReplicateRequest {
                 entries: entries.into_iter().map(to_proto).collect(),
                 from: me.to_owned(),
@@ -100,7 +120,7 @@ pub async fn hand_off(store: &Arc<Store>, cluster: &Cluster, old: &View, new: &V
             let mine = owners.iter().any(|o| o.id == me);
             for owner in owners {
                 let new_owner = !old_owners.iter().any(|o| o.id == owner.id);
-                if owner.id != me && (new_owner || !mine) {
+                if owner.id != me && (new_owner || !mine) && !done.contains(&owner.address) {
                     per_target
                         .entry(owner.address.as_str())
                         .or_default()
@@ -112,6 +132,9 @@ pub async fn hand_off(store: &Arc<Store>, cluster: &Cluster, old: &View, new: &V
             let stream = streams
                 .entry(address.to_owned())
                 .or_insert_with(|| PeerStream::open(cluster, address));
+            if stream.stalled {
+                continue;
+            }
             let message = ReplicateRequest {
                 entries,
                 from: me.to_owned(),
@@ -125,9 +148,14 @@ pub async fn hand_off(store: &Arc<Store>, cluster: &Cluster, old: &View, new: &V
         }
     }
     for (address, stream) in streams {
-        if let Err(err) = stream.finish().await {
-            tracing::warn!(peer = %address, %err, "handoff failed");
-            outcome.failed_targets += 1;
+        match stream.finish().await {
+            Ok(_) => {
+                done.insert(address);
+            }
+            Err(err) => {
+                tracing::warn!(peer = %address, %err, "handoff failed");
+                outcome.failed_targets += 1;
+            }
         }
     }
     move_unowned(store, cluster, new, &mut outcome).await;
@@ -265,18 +293,35 @@ impl PeerStream {
     }
 }
 
-/// Runs one handoff pass with retries; returns whether it completed.
+/// How a handoff pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Passed {
+    Completed,
+    /// Membership (or this node's drain) moved on first: the next pass is over the
+    /// newer placement, at once.
+    Moved,
+    Stopped,
+}
+
+/// Runs one handoff pass until it completes, however long a peer stays frozen or cut
+/// off: a pass given up would leave that peer without the entries it now owns until
+/// the next change, and once its read-through window closed it would serve misses and
+/// count increments from nothing. Each attempt streams only to the targets no earlier
+/// attempt completed, so healthy ones are not sent their share again.
 async fn pass(
     store: &Arc<Store>,
     cluster: &Cluster,
     metrics: &Metrics,
-    old: &View,
-    new: &View,
-) -> bool {
+    (old, new): (&View, &View),
+    events: &mut Events,
+) -> Passed {
     let mut backoff = BACKOFF;
-    for attempt in 1..=ATTEMPTS {
+    let mut attempt: u32 = 0;
+    let mut done = HashSet::new();
+    loop {
+        attempt = attempt.saturating_add(1);
         let started = Instant::now();
-        let outcome = hand_off(store, cluster, old, new).await;
+        let outcome = hand_off(store, cluster, old, new, &mut done).await;
         metrics.handoff(outcome.sent, outcome.bytes, started.elapsed());
         tracing::info!(
             attempt,
@@ -288,16 +333,38 @@ async fn pass(
             "handoff pass"
         );
         if outcome.failed_targets == 0 {
-            return true;
+            return Passed::Completed;
         }
         if cluster.view().epoch() != new.epoch() {
-            // Membership moved on: the next pass is over the newer placement.
-            return false;
+            return Passed::Moved;
         }
-        tokio::time::sleep(backoff).await;
-        backoff *= 2;
+        if attempt >= ATTEMPTS {
+            tracing::warn!(
+                attempt,
+                failed_targets = outcome.failed_targets,
+                retry_in_ms = backoff.as_millis() as u64,
+                "handoff incomplete; retrying until it completes or membership changes"
+            );
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            changed = events.views.changed() => {
+                return if changed.is_err() { Passed::Stopped } else { Passed::Moved };
+            }
+            changed = events.drain.changed() => {
+                return if changed.is_err() { Passed::Stopped } else { Passed::Moved };
+            }
+            _ = events.stop.changed() => return Passed::Stopped,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
-    false
+}
+
+/// What ends a wait of the handoff loop.
+struct Events {
+    views: watch::Receiver<Arc<View>>,
+    drain: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 }
 
 /// Watches the membership (and this node's drain) and hands entries off on every
@@ -307,27 +374,37 @@ pub async fn run(
     store: Arc<Store>,
     cluster: Arc<Cluster>,
     metrics: Metrics,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     placed_epoch: watch::Sender<u64>,
 ) {
-    let mut views = cluster.subscribe();
-    let mut drain = cluster.drain_events();
+    let mut events = Events {
+        views: cluster.subscribe(),
+        drain: cluster.drain_events(),
+        stop,
+    };
     let mut placed = cluster.view();
     metrics.set_members(placed.len());
     cluster.moved(Some(Arc::new(cluster.others())));
     // Until the first change is placed, `placed` is this node alone, a view no member
     // ever served: keys were on the others then.
     let mut joining = true;
+    // A change a pass was interrupted by, not yet handed off.
+    let mut pending = false;
     loop {
-        tokio::select! {
-            changed = views.changed() => if changed.is_err() { return },
-            changed = drain.changed() => if changed.is_err() { return },
-            _ = stop.changed() => return,
+        if !std::mem::take(&mut pending) {
+            tokio::select! {
+                changed = events.views.changed() => if changed.is_err() { return },
+                changed = events.drain.changed() => if changed.is_err() { return },
+                _ = events.stop.changed() => return,
+            }
         }
         // Even a change that leaves this node's placement as it was (its own endpoint
         // turning ready) starts the others' handoffs to it.
         cluster.moved(None);
         tokio::time::sleep(SETTLE).await;
+        // Changes so far are in the view read next: they need no wake-up of their own.
+        events.views.borrow_and_update();
+        events.drain.borrow_and_update();
         let next = cluster.view();
         metrics.set_members(next.len());
         let first = std::mem::replace(&mut joining, false);
@@ -351,11 +428,15 @@ pub async fn run(
             placed.clone()
         };
         cluster.moved(Some(previous));
-        let completed = pass(&store, &cluster, &metrics, &placed, &next).await;
+        let passed = pass(&store, &cluster, &metrics, (&placed, &next), &mut events).await;
         cluster.moved(None);
-        if completed {
-            placed_epoch.send_replace(next.epoch());
-            placed = next;
+        match passed {
+            Passed::Completed => {
+                placed_epoch.send_replace(next.epoch());
+                placed = next;
+            }
+            Passed::Moved => pending = true,
+            Passed::Stopped => return,
         }
     }
 }

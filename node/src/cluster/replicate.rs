@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -26,11 +26,6 @@ use crate::store::{Store, Versioned};
 const QUEUE_LIMIT: usize = 65_536;
 /// Deadline of one batch: peers answer in microseconds, so a second means trouble.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long after a failed batch writes stop waiting for the peer (`--write-ack
-/// all`): its copies still queue, in order, but a frozen or cut-off replica would
-/// otherwise cost every write the full replication wait. A batch that succeeds ends
-/// it early.
-const SUSPECT: Duration = Duration::from_secs(5);
 /// How long a write waits for a suspect peer: enough for one that recovered (peers
 /// answer in milliseconds), so an acknowledged write is on it again, too short for a
 /// frozen one to slow every write.
@@ -48,16 +43,6 @@ struct Queue {
     jobs: Mutex<VecDeque<Job>>,
     queued: Notify,
     room: Arc<Semaphore>,
-    /// Until when writes do not wait for this peer ([`SUSPECT`]).
-    suspect_until: Mutex<Option<Instant>>,
-}
-
-impl Queue {
-    fn suspect(&self) -> bool {
-        self.suspect_until
-            .lock()
-            .is_some_and(|until| Instant::now() < until)
-    }
 }
 
 #[derive(Debug)]
@@ -79,7 +64,7 @@ impl Replicator {
     /// Queues the key's current state in `store` (or its deletion) for each of
     /// `addresses`; with `wait`, returns once every peer applied it or failed to,
     /// waiting no more than [`SUSPECT_WAIT`] for a peer whose last batch failed within
-    /// [`SUSPECT`]. Returns how many peers did not take it in time (only known when
+    /// [`SUSPECT`](super::peers::SUSPECT). Returns how many peers did not take it in time (only known when
     /// waiting).
     pub async fn copy(
         &self,
@@ -95,7 +80,13 @@ impl Replicator {
             let room = queue.room.clone().acquire_owned().await;
             let Ok(room) = room else { continue };
             let (done, finished) = oneshot::channel();
-            let patience = queue.suspect().then_some(SUSPECT_WAIT);
+            // A suspect peer's copies still queue, in order, but a frozen or cut-off
+            // replica would otherwise cost every write the full replication wait.
+            let patience = route
+                .peers
+                .suspects()
+                .suspect(address)
+                .then_some(SUSPECT_WAIT);
             {
                 let mut jobs = queue.jobs.lock();
                 jobs.push_back(Job {
@@ -146,10 +137,9 @@ impl Replicator {
                     jobs: Mutex::new(VecDeque::new()),
                     queued: Notify::new(),
                     room: Arc::new(Semaphore::new(QUEUE_LIMIT)),
-                    suspect_until: Mutex::new(None),
                 });
-                let peer = route.peers.peer(address);
                 let (me, metrics) = (route.me.to_owned(), route.metrics.clone());
+                let peer = (route.peers.clone(), address.to_owned());
                 tokio::spawn(send(queue.clone(), peer, me, metrics));
                 queue
             })
@@ -180,14 +170,18 @@ fn state(store: &Store, key: &Bytes) -> VersionedEntry {
 /// empty.
 async fn send(
     queue: Arc<Queue>,
-    mut peer: kcache_client::proto::peer_client::PeerClient<kcache_client::Connection>,
+    (peers, address): (PeerPool, String),
     me: String,
     metrics: Metrics,
 ) {
+    let suspects = peers.suspects().clone();
     loop {
         let batch = take_batch(&queue);
         if batch.is_empty() {
             if queue.room.is_closed() {
+                // The address left the view (`retain`); the last batches may have
+                // dialled it again through the pool: let that connection go too.
+                peers.reset(&address);
                 return;
             }
             queue.queued.notified().await;
@@ -198,15 +192,21 @@ async fn send(
             from: me.clone(),
         });
         request.set_timeout(BATCH_TIMEOUT);
-        let applied = match peer.replicate(request).await {
+        // The pool's current connection: one a call timed out on is replaced there.
+        let applied = match peers.peer(&address).replicate(request).await {
             Ok(_) => {
-                *queue.suspect_until.lock() = None;
+                suspects.answered(&address);
                 true
             }
             Err(status) => {
                 tracing::debug!(%status, entries = batch.len(), "replication failed");
                 metrics.replication_error();
-                *queue.suspect_until.lock() = Some(Instant::now() + SUSPECT);
+                suspects.failed(&address);
+                if kcache_client::timed_out(&status) {
+                    // The connection may be stuck behind TCP retransmissions (a
+                    // partition that healed): the next batch dials a new one.
+                    peers.reset(&address);
+                }
                 false
             }
         };

@@ -2,6 +2,7 @@
 //! order, write all their replies with one write, repeat. A pipelining client thus
 //! costs one read and one write per batch, like Redis.
 
+use std::borrow::Borrow;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
@@ -29,9 +30,10 @@ pub(super) async fn run<S>(
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()>
 where
-    S: AsyncRead + AsyncWrite + Connected<ConnectInfo = TcpConnectInfo> + Unpin,
+    S: AsyncRead + AsyncWrite + Connected<ConnectInfo: Borrow<TcpConnectInfo>> + Unpin,
 {
     let info = socket.connect_info();
+    let info: &TcpConnectInfo = info.borrow();
     let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
     let (peer, local) = (
         info.remote_addr().unwrap_or(unknown),

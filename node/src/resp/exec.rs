@@ -47,6 +47,9 @@ pub(super) struct Session {
     /// Whether the client may run commands: from the start on a node without
     /// tokens, after AUTH with one of them otherwise.
     pub authenticated: bool,
+    /// READONLY: in the `cluster` mode, reads may go to any owner of a key, not only
+    /// its primary (a Redis Cluster client's `read_from_replicas`).
+    pub readonly: bool,
 }
 
 impl Session {
@@ -58,6 +61,7 @@ impl Session {
             proto: Proto::Resp2,
             name: None,
             authenticated,
+            readonly: false,
         }
     }
 
@@ -81,6 +85,12 @@ impl Session {
         }
         if !spec.arity_ok(args.len()) {
             out.error(&wrong_arity(spec.name));
+            return Flow::Continue;
+        }
+        if shared.config.cluster_mode == ClusterMode::Cluster
+            && let Err(e) = self.redirect(shared, spec, &args)
+        {
+            out.error(&e);
             return Flow::Continue;
         }
         let mut cx = Context {
@@ -136,13 +146,62 @@ impl Session {
                     .error("ERR This instance has cluster support disabled"),
                 ClusterMode::Emulated => {
                     let member = &shared.service.node().node_id;
-                    cluster::command(&mut cx.out, &args, member, self.local);
+                    cluster::emulated(&mut cx.out, &args, member, self.local);
+                }
+                ClusterMode::Cluster => {
+                    let node = shared.service.cluster();
+                    let view = node.view();
+                    let slots = cluster::Slots {
+                        view: &view,
+                        replication: node.replication,
+                        me: &node.me.id,
+                        port: shared.config.port,
+                    };
+                    slots.command(&mut cx.out, &args);
                 }
             },
-            "readonly" | "readwrite" | "asking" => cx.out.ok(),
+            "readonly" | "readwrite" => {
+                self.readonly = spec.name == "readonly";
+                cx.out.ok();
+            }
+            "asking" => cx.out.ok(),
             other => cx.out.error(&format!("ERR '{other}' is not served")),
         }
         Flow::Continue
+    }
+
+    /// In the `cluster` mode, whether this node serves a command's keys: `Err` holds
+    /// CROSSSLOT for keys of more than one slot, or MOVED to the slot's primary. While
+    /// membership has just moved or this node drains, every node serves every key by
+    /// forwarding it (as in the `emulated` mode): nodes whose views differ for a moment
+    /// would otherwise send a client back and forth between them.
+    fn redirect(&self, shared: &Shared, spec: &Spec, args: &[Bytes]) -> Result<(), String> {
+        if spec.first_key <= 0 {
+            return Ok(());
+        }
+        let last = if spec.last_key < 0 {
+            args.len() as i32 + spec.last_key
+        } else {
+            spec.last_key
+        };
+        let keys = (spec.first_key..=last)
+            .step_by(spec.step.max(1) as usize)
+            .filter_map(|i| args.get(i as usize));
+        let Some(slot) = cluster::slot_of(keys)? else {
+            return Ok(());
+        };
+        let node = shared.service.cluster();
+        if !node.redirects() {
+            return Ok(());
+        }
+        let view = node.view();
+        let slots = cluster::Slots {
+            view: &view,
+            replication: node.replication,
+            me: &node.me.id,
+            port: shared.config.port,
+        };
+        slots.redirect(slot, self.readonly && spec.flags.contains(&"readonly"))
     }
 
     /// HELLO [protover [AUTH user pass] [SETNAME name]]: switches the protocol and

@@ -53,7 +53,7 @@ fn write_section(shared: &Shared, section: &str, out: &mut String) {
             field(out, "kcache_node_id", &node.node_id);
             let mode = match shared.config.cluster_mode {
                 ClusterMode::Standalone => "standalone",
-                ClusterMode::Emulated => "cluster",
+                ClusterMode::Emulated | ClusterMode::Cluster => "cluster",
             };
             field(out, "redis_mode", &mode);
             field(out, "os", &std::env::consts::OS);

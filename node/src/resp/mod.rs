@@ -15,6 +15,7 @@ mod info;
 pub mod parse;
 pub mod reply;
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -41,6 +42,11 @@ pub enum ClusterMode {
     /// Also a Redis Cluster of one shard, this node, with every slot (see
     /// [`cluster`]): Redis Cluster clients connect, and plain clients still work.
     Emulated,
+    /// A real Redis Cluster: CLUSTER SLOTS/SHARDS/NODES report which member is the
+    /// primary (and which the replicas) of each slot, and a key sent to another
+    /// member gets MOVED (see [`cluster`]), so cluster clients go straight to owners.
+    /// Plain clients then get MOVED too.
+    Cluster,
 }
 
 /// What the port needs beyond the service.
@@ -82,7 +88,12 @@ pub async fn serve<S, I>(
     config: Config,
     stop: watch::Receiver<bool>,
 ) where
-    S: AsyncRead + AsyncWrite + Connected<ConnectInfo = TcpConnectInfo> + Unpin + Send + 'static,
+    S: AsyncRead
+        + AsyncWrite
+        + Connected<ConnectInfo: Borrow<TcpConnectInfo>>
+        + Unpin
+        + Send
+        + 'static,
     I: Stream<Item = std::io::Result<S>>,
 {
     let shared = Arc::new(Shared {

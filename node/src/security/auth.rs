@@ -16,6 +16,7 @@ use subtle::ConstantTimeEq;
 use tonic::{Request, Status};
 
 use super::SecurityMetrics;
+use super::tls::TlsConnectInfo;
 use kcache_client::Error;
 use kcache_client::security::tokens_in;
 
@@ -127,6 +128,58 @@ impl tonic::service::Interceptor for Authenticator {
             .get("authorization")
             .map(|v| v.as_bytes());
         self.check(header)?;
+        Ok(request)
+    }
+}
+
+/// Who may call the `Peer` service, whose `Sync` streams out the whole store and whose
+/// `Replicate` and `Handoff` write entries at any version: a caller with an accepted
+/// token (when there are tokens) and, with mutual TLS and `--tls-server-name`, only
+/// over a connection whose client certificate is valid for that name — a node's
+/// certificate, not one issued to an application.
+#[derive(Debug, Clone)]
+pub struct PeerGate {
+    auth: Option<Authenticator>,
+    /// The name a caller's certificate must carry; checked once a connection
+    /// ([`TlsConnectInfo::is_peer`]).
+    name: Option<String>,
+    metrics: SecurityMetrics,
+}
+
+impl PeerGate {
+    pub fn new(
+        auth: Option<Authenticator>,
+        name: Option<String>,
+        metrics: SecurityMetrics,
+    ) -> Self {
+        Self {
+            auth,
+            name,
+            metrics,
+        }
+    }
+}
+
+impl tonic::service::Interceptor for PeerGate {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let request = match &mut self.auth {
+            Some(auth) => tonic::service::Interceptor::call(auth, request)?,
+            None => request,
+        };
+        if let Some(name) = &self.name {
+            let peer = request
+                .extensions()
+                .get::<TlsConnectInfo>()
+                .is_some_and(TlsConnectInfo::is_peer);
+            if !peer {
+                self.metrics.not_a_peer();
+                return Err(Status::permission_denied(format!(
+                    "the Peer service answers the cluster's nodes only: the client \
+                     certificate of this connection is not valid for {name}, the name \
+                     the nodes' certificates carry"
+                )));
+            }
+        }
         Ok(request)
     }
 }

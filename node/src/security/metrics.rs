@@ -2,14 +2,16 @@
 //! away. Registered into the node's registry, so /metrics shows them.
 
 use prometheus::core::Collector;
-use prometheus::{IntCounterVec, Opts};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts};
 
 /// Counters of credential reloads, refused connections and refused calls.
 #[derive(Debug, Clone)]
 pub struct SecurityMetrics {
     reloads: IntCounterVec,
+    outdated: IntGaugeVec,
     handshakes: IntCounterVec,
     unauthenticated: IntCounterVec,
+    not_peers: IntCounter,
 }
 
 impl Default for SecurityMetrics {
@@ -32,13 +34,24 @@ impl SecurityMetrics {
             &["credential", "result"],
         )
         .expect("valid metric");
+        let outdated = IntGaugeVec::new(
+            Opts::new(
+                "credentials_outdated",
+                "1 while the credential's files on disk changed but do not load, so the node \
+                 still serves the previous ones (which may expire); 0 once they load.",
+            ),
+            &["credential"],
+        )
+        .expect("valid metric");
         for credential in ["tls", "token"] {
             for result in ["ok", "error"] {
                 reloads.with_label_values(&[credential, result]);
             }
+            outdated.with_label_values(&[credential]);
         }
         Self {
             reloads,
+            outdated,
             handshakes: counter(
                 "tls_handshake_failures_total",
                 "Connections to the gRPC port dropped before TLS was up, by reason \
@@ -50,6 +63,12 @@ impl SecurityMetrics {
                 "Calls refused with UNAUTHENTICATED, by reason (missing, malformed, rejected).",
                 "reason",
             ),
+            not_peers: IntCounter::new(
+                "peer_calls_refused_total",
+                "Calls to the Peer service refused with PERMISSION_DENIED: the client \
+                 certificate is not valid for the name nodes' certificates carry.",
+            )
+            .expect("valid metric"),
         }
     }
 
@@ -57,14 +76,19 @@ impl SecurityMetrics {
     pub fn collectors(&self) -> Vec<Box<dyn Collector>> {
         vec![
             Box::new(self.reloads.clone()),
+            Box::new(self.outdated.clone()),
             Box::new(self.handshakes.clone()),
             Box::new(self.unauthenticated.clone()),
+            Box::new(self.not_peers.clone()),
         ]
     }
 
     pub fn reloaded(&self, credential: &str, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.reloads.with_label_values(&[credential, result]).inc();
+        self.outdated
+            .with_label_values(&[credential])
+            .set(i64::from(!ok));
     }
 
     /// How many reloads of `credential` ended in `result` ("ok", "error").
@@ -78,5 +102,9 @@ impl SecurityMetrics {
 
     pub fn unauthenticated(&self, reason: &str) {
         self.unauthenticated.with_label_values(&[reason]).inc();
+    }
+
+    pub fn not_a_peer(&self) {
+        self.not_peers.inc();
     }
 }

@@ -17,8 +17,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kcache_client::{Tls, Token};
+use rustls::pki_types::ServerName;
 
-pub use auth::Authenticator;
+pub use auth::{Authenticator, PeerGate};
 pub use metrics::SecurityMetrics;
 pub use tls::ServerTls;
 
@@ -99,7 +100,16 @@ impl Security {
         let (tls, peer_tls) = match &config.tls {
             None => (None, None),
             Some(files) => {
-                let server = ServerTls::new(tls::server_config(files)?);
+                let mut server = ServerTls::new(tls::server_config(files)?);
+                if files.client_ca.is_some()
+                    && let Some(name) = &config.peer_server_name
+                {
+                    // Mutual TLS and the name nodes' certificates carry: the Peer
+                    // service answers only connections with such a certificate.
+                    let name = ServerName::try_from(name.clone())
+                        .map_err(|e| Error::Config(format!("--tls-server-name {name}: {e}")))?;
+                    server = server.with_peer_name(name);
+                }
                 let peer = if clustered {
                     let Some(_) = files.peer_roots() else {
                         return Err(Error::Config(

@@ -7,6 +7,7 @@
 //! A client that speaks plaintext HTTP/2 to the TLS port is answered in gRPC with a
 //! status that says so, rather than with a TLS alert it would print as garbage.
 
+use std::borrow::Borrow;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use kcache_client::security::{self, ALPN_H2, provider};
 use parking_lot::RwLock;
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -84,13 +86,28 @@ pub fn peer_config(files: &TlsFiles) -> Result<ClientConfig, Error> {
 #[derive(Debug, Clone)]
 pub struct ServerTls {
     config: Arc<RwLock<Arc<ServerConfig>>>,
+    /// With mutual TLS, the name nodes' certificates carry (`--tls-server-name`): a
+    /// connection whose client certificate is valid for it is a peer's.
+    peer_name: Option<ServerName<'static>>,
 }
 
 impl ServerTls {
     pub fn new(config: ServerConfig) -> Self {
         Self {
             config: Arc::new(RwLock::new(Arc::new(config))),
+            peer_name: None,
         }
+    }
+
+    /// Tells peers' connections from clients' by `name` in their certificates.
+    pub fn with_peer_name(mut self, name: ServerName<'static>) -> Self {
+        self.peer_name = Some(name);
+        self
+    }
+
+    /// Whether connections are told apart by their certificate's name.
+    pub fn checks_peer_name(&self) -> bool {
+        self.peer_name.is_some()
     }
 
     /// New handshakes use `config` from now on.
@@ -105,14 +122,50 @@ impl ServerTls {
 
 /// A connection whose TLS handshake is done.
 #[derive(Debug)]
-pub struct TlsConnection(TlsStream<TcpStream>);
+pub struct TlsConnection {
+    stream: TlsStream<TcpStream>,
+    peer: bool,
+}
+
+/// What a call learns of its TLS connection (tonic puts it in every request's
+/// extensions): the TCP addresses, and whether the client's certificate is valid for
+/// the name nodes' certificates carry, that is whether the caller is a peer.
+#[derive(Debug, Clone)]
+pub struct TlsConnectInfo {
+    tcp: TcpConnectInfo,
+    peer: bool,
+}
+
+impl TlsConnectInfo {
+    /// Whether the client presented a certificate valid for the peers' name (always
+    /// false without mutual TLS and `--tls-server-name`).
+    pub fn is_peer(&self) -> bool {
+        self.peer
+    }
+}
+
+impl Borrow<TcpConnectInfo> for TlsConnectInfo {
+    fn borrow(&self) -> &TcpConnectInfo {
+        &self.tcp
+    }
+}
 
 impl Connected for TlsConnection {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = TlsConnectInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.0.get_ref().0.connect_info()
+    fn connect_info(&self) -> TlsConnectInfo {
+        TlsConnectInfo {
+            tcp: self.stream.get_ref().0.connect_info(),
+            peer: self.peer,
+        }
     }
+}
+
+/// Whether `cert` (a client certificate the handshake verified against the CA) is
+/// valid for `name`, as a server certificate for `name` would be checked.
+fn valid_for(cert: &CertificateDer<'_>, name: &ServerName<'_>) -> bool {
+    webpki::EndEntityCert::try_from(cert)
+        .is_ok_and(|cert| cert.verify_is_valid_for_subject_name(name).is_ok())
 }
 
 impl AsyncRead for TlsConnection {
@@ -121,7 +174,7 @@ impl AsyncRead for TlsConnection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
@@ -131,7 +184,7 @@ impl AsyncWrite for TlsConnection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -139,19 +192,19 @@ impl AsyncWrite for TlsConnection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.stream.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -186,8 +239,13 @@ pub fn incoming(
                 None => return,
             };
             let (config, ready, metrics) = (tls.current(), ready.clone(), metrics.clone());
+            let peer_name = tls.peer_name.clone();
             tokio::spawn(async move {
-                let outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept(stream, config)).await;
+                let outcome = tokio::time::timeout(
+                    HANDSHAKE_TIMEOUT,
+                    accept(stream, config, peer_name.as_ref()),
+                )
+                .await;
                 drop(permit);
                 match outcome {
                     Ok(Ok(Accepted::Tls(connection))) => {
@@ -214,15 +272,26 @@ enum Accepted {
     Plaintext(TcpStream),
 }
 
-async fn accept(stream: TcpStream, config: Arc<ServerConfig>) -> io::Result<Accepted> {
+async fn accept(
+    stream: TcpStream,
+    config: Arc<ServerConfig>,
+    peer_name: Option<&ServerName<'static>>,
+) -> io::Result<Accepted> {
     let mut first = [0; 1];
     if stream.peek(&mut first).await? == 1 && first[0] != TLS_HANDSHAKE_RECORD {
         return Ok(Accepted::Plaintext(stream));
     }
-    let tls = tokio_rustls::TlsAcceptor::from(config)
+    let stream = tokio_rustls::TlsAcceptor::from(config)
         .accept(stream)
         .await?;
-    Ok(Accepted::Tls(Box::new(TlsConnection(tls))))
+    // Checked once a connection, not on every call.
+    let peer = peer_name.is_some_and(|name| {
+        let certs = stream.get_ref().1.peer_certificates();
+        certs
+            .and_then(|chain| chain.first())
+            .is_some_and(|cert| valid_for(cert, name))
+    });
+    Ok(Accepted::Tls(Box::new(TlsConnection { stream, peer })))
 }
 
 /// Answers every call of a plaintext HTTP/2 client with UNAVAILABLE and a message

@@ -41,13 +41,21 @@ impl CacheService {
         let limit = MAX_REPLY_BYTES.max(self.store.limits().max_value_size);
         let mut local_bytes = 0usize;
         let mut first_of: HashMap<&Bytes, usize> = HashMap::new();
+        let suspects = self.cluster.peers.suspects();
         for (i, key) in keys.iter().enumerate() {
             match self.place(key, forwarded) {
                 Some(p) if !p.local => {
-                    let primary = first_owner(&p)?;
+                    // Any owner answers a read: the first one not suspect (as a single
+                    // Get orders them), so a frozen owner does not hold up the batch.
+                    let owner = p
+                        .owners
+                        .iter()
+                        .min_by_key(|m| suspects.suspect(&m.address))
+                        .cloned()
+                        .ok_or_else(no_owner)?;
                     remote
-                        .entry(primary.id.clone())
-                        .or_insert((primary, vec![]))
+                        .entry(owner.id.clone())
+                        .or_insert((owner, vec![]))
                         .1
                         .push(i);
                 }
@@ -95,7 +103,7 @@ impl CacheService {
                         replies[i] = value;
                     }
                 }
-                // The primary is down or answered oddly: each key goes its own way,
+                // The owner is down or answered oddly: each key goes its own way,
                 // which falls back to the next owner.
                 _ => {
                     for i in indexes {
@@ -230,7 +238,9 @@ fn failed(status: Status) -> SetResponse {
 /// The key's primary owner. A node that drains while every other member leaves (a
 /// scale to zero) places keys on nobody.
 fn first_owner(placement: &Placement) -> Result<Member, Status> {
-    placement.owners.first().cloned().ok_or_else(|| {
-        Status::unavailable("this node is leaving and no member is left to own the key")
-    })
+    placement.owners.first().cloned().ok_or_else(no_owner)
+}
+
+fn no_owner() -> Status {
+    Status::unavailable("this node is leaving and no member is left to own the key")
 }

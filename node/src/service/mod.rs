@@ -52,15 +52,23 @@ pub const PROBE: &str = "probe";
 /// microseconds, so a second means the peer is in trouble.
 const PEER_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a coordinated write waits for its copies (`--write-ack all`) before it
-/// answers: half of [`PEER_TIMEOUT`], the deadline a forwarding peer gives the
-/// coordinator, so a write the coordinator applied is never reported to the client as
-/// timed out (and retried: an increment counted twice). A replica slower than this
+/// answers: well within the deadline a forwarding peer gives the coordinator
+/// ([`FORWARDED_WRITE_TIMEOUT`] counts it in), so a write the coordinator applied is
+/// never reported to the client as timed out (and retried: an increment counted
+/// twice). A replica slower than this
 /// counts as unreachable for the write; its copy still goes, in order, behind it.
 const REPLICATION_WAIT: Duration = Duration::from_millis(500);
 /// Deadline of a read-through probe: a quarter of [`PEER_TIMEOUT`], so a write that
 /// first fetches a key it lacks and then waits for its copies still answers within
 /// the forwarding deadline, and a frozen previous owner costs a miss little.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+/// Deadline of a forwarded write: [`PEER_TIMEOUT`] for the owner itself on top of what
+/// the owner may legitimately wait for (a probe of a previous owner, then its
+/// replicas), so an owner slowed only by a frozen replica, on a busy machine, is not
+/// reported as silent (and marked suspect) for it.
+const FORWARDED_WRITE_TIMEOUT: Duration = Duration::from_millis(
+    (PEER_TIMEOUT.as_millis() + PROBE_TIMEOUT.as_millis() + REPLICATION_WAIT.as_millis()) as u64,
+);
 
 /// A write as applied here: the reply, and whether the key's other owners must follow.
 /// A write that changed nothing here (a failed condition, a Touch of a missing key)
@@ -156,6 +164,11 @@ impl CacheService {
         &self.node
     }
 
+    /// The node's place in its cluster (the Redis port's `cluster` mode reports it).
+    pub(crate) fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
     /// Where `key` lives, or `None` when it is to be served here without asking
     /// (a forwarded request, or a cluster of one).
     fn place(&self, key: &[u8], forwarded: bool) -> Option<Placement> {
@@ -166,9 +179,10 @@ impl CacheService {
     }
 
     /// Sends a request to the first of `targets` that answers. UNAVAILABLE (the owner
-    /// provably did not take the request) moves on to the next; so does
-    /// DEADLINE_EXCEEDED for a `read`, but not for a write, which the owner may have
-    /// applied: taking it elsewhere could apply an increment twice.
+    /// provably did not take the request) moves on to the next; so does a timeout for
+    /// a `read`, but not for a write, which the owner may have applied: taking it
+    /// elsewhere could apply an increment twice, so the write answers
+    /// DEADLINE_EXCEEDED.
     async fn forward<Req: Clone, Resp>(
         &self,
         op: &str,
@@ -178,24 +192,68 @@ impl CacheService {
         call: Call<Req, Resp>,
     ) -> Result<Resp, Status> {
         let mut last = Status::unavailable("no owner of the key is reachable");
+        let suspects = self.cluster.peers.suspects();
+        let mut targets: Vec<&Member> = targets.into_iter().collect();
+        if read {
+            // Any owner answers a read: one whose last call failed goes last, so a
+            // frozen or cut-off owner costs a deadline once, not on every read.
+            targets.sort_by_key(|m| suspects.suspect(&m.address));
+        }
         for member in targets {
             let mut request = Request::new(message.clone());
-            request.set_timeout(PEER_TIMEOUT);
+            let deadline = if read {
+                PEER_TIMEOUT
+            } else {
+                FORWARDED_WRITE_TIMEOUT
+            };
+            request.set_timeout(deadline);
             request
                 .metadata_mut()
                 .insert(HOP_HEADER, tonic::metadata::MetadataValue::from_static("1"));
             match call(self.cluster.peers.cache(&member.address), request).await {
                 Ok(response) => {
+                    suspects.answered(&member.address);
                     self.metrics.forwarded(op);
                     return Ok(response.into_inner());
                 }
                 Err(status)
                     if status.code() == tonic::Code::Unavailable
-                        || read && status.code() == tonic::Code::DeadlineExceeded =>
+                        || kcache_client::timed_out(&status) =>
                 {
+                    suspects.failed(&member.address);
+                    if kcache_client::timed_out(&status) {
+                        self.cluster.peers.reset(&member.address);
+                    }
+                    if !read && status.code() != tonic::Code::Unavailable {
+                        // tonic's own timeout arrives as CANCELLED: the caller must
+                        // learn that the owner did not answer, not that someone gave up.
+                        return Err(Status::deadline_exceeded(format!(
+                            "owner {} of the key did not answer within {deadline:?}; \
+                             the write may have been applied",
+                            member.id
+                        )));
+                    }
                     tracing::debug!(peer = %member.id, %status, "owner unreachable");
                     last = Status::unavailable(format!(
                         "owner {} of the key is unreachable: {}",
+                        member.id,
+                        status.message()
+                    ));
+                }
+                // The owner refused this node's credentials (an expired peer
+                // certificate, a CA or token rotated on one side only), before taking
+                // the request: not the caller's credentials, so not the caller's
+                // UNAUTHENTICATED, and another owner may take it.
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                    ) =>
+                {
+                    suspects.failed(&member.address);
+                    tracing::warn!(peer = %member.id, %status, "owner refused this node's credentials");
+                    last = Status::unavailable(format!(
+                        "owner {} of the key refused this node's credentials: {}",
                         member.id,
                         status.message()
                     ));

@@ -6,8 +6,8 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use futures::StreamExt as _;
-use futures::future::{FutureExt as _, Shared};
 use kcache_client::proto::{self, Command, Reply, command, reply};
+use tokio::sync::oneshot::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Status, Streaming};
@@ -129,23 +129,69 @@ fn command_key(command: &Command) -> Option<Bytes> {
 
 /// Which command of a pipeline each key waits for: the last one on it so far. A
 /// command's turn comes when the one before it on its key has finished (its sender
-/// dropped).
+/// dropped). The map holds the receiver of each key's latest command, which no one
+/// awaits yet: the next command on the key takes it out.
 #[derive(Default)]
 struct KeyOrder {
-    last: HashMap<Bytes, Shared<oneshot::Receiver<()>>>,
+    last: HashMap<Bytes, oneshot::Receiver<()>>,
 }
 
-type Turn = (Option<Shared<oneshot::Receiver<()>>>, oneshot::Sender<()>);
+type Turn = (Option<oneshot::Receiver<()>>, oneshot::Sender<()>);
 
 impl KeyOrder {
     /// Registers the next command on `key`: what it waits for, and what it drops when
     /// done.
     fn turn(&mut self, key: Bytes) -> Turn {
         if self.last.len() > 4 * PIPELINE_DEPTH {
-            self.last.retain(|_, done| done.peek().is_none());
+            // Keys whose latest command finished: `try_recv` sees a dropped sender
+            // without polling (a poll would spend the task's coop budget and report
+            // finished commands as pending once it ran out). At most the commands in
+            // flight (PIPELINE_DEPTH) stay, so this runs once every few hundred
+            // commands.
+            self.last
+                .retain(|_, done| matches!(done.try_recv(), Err(TryRecvError::Empty)));
         }
         let (done, finished) = oneshot::channel();
-        let before = self.last.insert(key, finished.shared());
+        let before = self.last.insert(key, finished);
         (before, done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // In a runtime, as a pipeline runs: a poll-based check would run out of the task's
+    // coop budget after 128 receivers and keep the rest.
+    #[tokio::test]
+    async fn the_keys_of_finished_commands_are_forgotten() {
+        // A pipeline over many keys: remembering every key made each command scan
+        // them all (24.8 µs of node CPU per key at 100,000 keys).
+        let mut order = KeyOrder::default();
+        for i in 0..10_000 {
+            let (before, done) = order.turn(Bytes::from(format!("key-{i}")));
+            assert!(before.is_none());
+            drop(done);
+        }
+        assert!(
+            order.last.len() <= 4 * PIPELINE_DEPTH + 1,
+            "{} keys remembered after 10,000 finished commands",
+            order.last.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_key_of_a_command_in_flight_is_remembered() {
+        let mut order = KeyOrder::default();
+        let (_, running) = order.turn(Bytes::from_static(b"busy"));
+        for i in 0..10_000 {
+            let (_, done) = order.turn(Bytes::from(format!("key-{i}")));
+            drop(done);
+        }
+        let (before, _) = order.turn(Bytes::from_static(b"busy"));
+        let mut before = before.expect("the running command is waited for");
+        assert!(matches!(before.try_recv(), Err(TryRecvError::Empty)));
+        drop(running);
+        assert!(matches!(before.try_recv(), Err(TryRecvError::Closed)));
     }
 }

@@ -186,6 +186,8 @@ pub struct StoreStats {
     /// within their share of the memory limit.
     pub tombstones: u64,
     pub tombstones_dropped: u64,
+    /// The newest version of a tombstone forgotten early (0: none was).
+    pub tombstones_forgotten_below: u64,
 }
 
 /// Hashes keys with a per-store seed, so one store's layout says nothing of another's.
@@ -422,10 +424,22 @@ impl Store {
         Ok(deleted)
     }
 
+    /// Remembers a delete until [`TOMBSTONE_HORIZON`] after it was made (by the
+    /// wall-clock time in its version), not after it arrived here: a tombstone passed
+    /// on by handoff, Sync or anti-entropy keeps its first horizon, so members cannot
+    /// keep handing an expired delete back and forth. A delete older than the horizon
+    /// still removes older copies but is not remembered.
     fn remember_delete(&self, shard: &mut Shard, key: &[u8], version: u64, now: u64) {
-        let until = now + TOMBSTONE_HORIZON.as_millis() as u64;
+        let age = self
+            .clock
+            .wall_ms()
+            .saturating_sub(Hlc::wall_ms_of(version));
+        let left = (TOMBSTONE_HORIZON.as_millis() as u64).saturating_sub(age);
+        if left == 0 {
+            return;
+        }
         let cap = self.limits.max_memory / 16 / SHARDS as u64;
-        shard.tombs.record(key, version, until, cap);
+        shard.tombs.record(key, version, now + left, cap);
     }
 
     /// The version at which the key was deleted, while that is remembered
@@ -545,6 +559,18 @@ impl Store {
     /// the copies arrive in; an equal value takes the TTL only (a replicated Touch).
     /// Returns whether anything changed.
     pub fn apply(&self, entry: &Versioned) -> Result<bool, StoreError> {
+        self.apply_with(entry, false)
+    }
+
+    /// As [`Store::apply`], for anti-entropy's repairs: a key this store lacks is not
+    /// taken at a version its shard forgot a delete above (its tombstones' share of
+    /// memory being full), since the copy may be one that missed that delete. Checked
+    /// under the shard's lock, so a delete forgotten during the round counts too.
+    pub fn apply_repair(&self, entry: &Versioned) -> Result<bool, StoreError> {
+        self.apply_with(entry, true)
+    }
+
+    fn apply_with(&self, entry: &Versioned, repair: bool) -> Result<bool, StoreError> {
         let ttl = match entry.ttl_ms {
             None => Ttl::Never,
             Some(0) => return Ok(false), // expired in flight
@@ -582,6 +608,10 @@ impl Store {
                 }
                 self.publish(&mut shard);
                 Ok(same)
+            }
+            None if repair && entry.version <= shard.tombs.forgotten_below => {
+                self.publish(&mut shard);
+                Ok(false)
             }
             _ => {
                 shard.tombs.clear(&entry.key);
@@ -741,6 +771,9 @@ impl Store {
             stats.expirations += expirations;
             stats.tombstones += shard.tombs.len() as u64;
             stats.tombstones_dropped += shard.tombs.dropped;
+            stats.tombstones_forgotten_below = stats
+                .tombstones_forgotten_below
+                .max(shard.tombs.forgotten_below);
         }
         stats.bytes = self.used.load(Ordering::Relaxed);
         stats

@@ -376,7 +376,7 @@ fn lru_hit_ratio(trace: &[u32], capacity: usize) -> f64 {
 #[test]
 fn eviction_beats_lru_hit_ratio_on_a_zipf_trace_at_equal_memory() {
     let keys = 100_000;
-    let mut zipf = kcache_client::workload::Zipf::new(keys, 0.99, 42);
+    let mut zipf = kcache_cli::workload::Zipf::new(keys, 0.99, 42);
     let trace: Vec<u32> = (0..500_000).map(|_| zipf.next_rank() as u32).collect();
     let capacity = keys / 10;
     let per_entry = charge(1 + 4 + 16);
@@ -396,6 +396,11 @@ fn eviction_beats_lru_hit_ratio_on_a_zipf_trace_at_equal_memory() {
     let ours = stats.hits as f64 / trace.len() as f64;
     let lru = lru_hit_ratio(&trace, capacity);
     assert!(ours > lru + 0.02, "kcache {ours:.4} vs LRU {lru:.4}");
+}
+
+/// A version made now by the clock's wall time, as a peer's would be.
+fn recent(clock: &ManualClock) -> u64 {
+    clock.wall_ms() << 16
 }
 
 fn versioned(key: &str, value: &str, version: u64) -> Versioned {
@@ -606,10 +611,11 @@ fn a_copy_older_than_a_delete_cannot_bring_the_key_back() {
 
 #[test]
 fn a_replicated_delete_is_remembered_even_for_a_key_never_seen() {
-    let (store, _) = store();
-    assert!(!store.apply_delete(b"k", 100).unwrap());
-    assert!(!store.apply(&versioned("k", "stale", 99)).unwrap());
-    assert!(!store.apply(&versioned("k", "stale", 100)).unwrap());
+    let (store, clock) = store();
+    let deleted = recent(&clock);
+    assert!(!store.apply_delete(b"k", deleted).unwrap());
+    assert!(!store.apply(&versioned("k", "stale", deleted - 1)).unwrap());
+    assert!(!store.apply(&versioned("k", "stale", deleted)).unwrap());
     assert_eq!(store.get(b"k").unwrap(), None);
     // An unconditional local delete of a missing key also remembers (its replicas may
     // hold the key); a failed conditional one changes nothing.
@@ -626,7 +632,8 @@ fn a_replicated_delete_is_remembered_even_for_a_key_never_seen() {
 fn tombstones_are_forgotten_after_their_horizon_and_are_charged_meanwhile() {
     let (store, clock) = store();
     let before = store.stats().bytes;
-    store.apply_delete(b"gone", 100).unwrap();
+    let deleted = recent(&clock);
+    store.apply_delete(b"gone", deleted).unwrap();
     let stats = store.stats();
     assert_eq!(stats.tombstones, 1);
     assert!(stats.bytes > before, "tombstones count against the limit");
@@ -634,7 +641,7 @@ fn tombstones_are_forgotten_after_their_horizon_and_are_charged_meanwhile() {
         store.tombstones().flatten().collect::<Vec<_>>(),
         vec![Tombstone {
             key: Bytes::from_static(b"gone"),
-            version: 100
+            version: deleted
         }]
     );
     clock.advance(TOMBSTONE_HORIZON);
@@ -642,7 +649,34 @@ fn tombstones_are_forgotten_after_their_horizon_and_are_charged_meanwhile() {
     assert_eq!(store.tombstone(b"gone"), None);
     assert_eq!(store.stats().tombstones, 0);
     assert_eq!(store.stats().bytes, before);
-    assert!(store.apply(&versioned("gone", "back", 50)).unwrap());
+    assert!(
+        store
+            .apply(&versioned("gone", "back", deleted - 1))
+            .unwrap()
+    );
+}
+
+#[test]
+fn a_delete_passed_on_keeps_the_horizon_it_was_made_with() {
+    let (store, clock) = store();
+    let made = recent(&clock);
+    // It reaches this member (by handoff, Sync or anti-entropy) a minute before its
+    // horizon: it is remembered for that minute, not ten more, so members cannot hand
+    // an old delete back and forth for ever.
+    clock.advance(TOMBSTONE_HORIZON - Duration::from_secs(60));
+    store.apply_delete(b"k", made).unwrap();
+    assert_eq!(store.tombstone(b"k"), Some(made));
+    assert!(!store.apply(&versioned("k", "stale", made - 1)).unwrap());
+    clock.advance(Duration::from_secs(60));
+    store.sweep_expired(16);
+    assert_eq!(store.tombstone(b"k"), None);
+    assert_eq!(store.stats().tombstones, 0);
+    // Past its horizon, a delete still removes an older copy, and leaves no tombstone.
+    assert!(store.apply(&versioned("old", "v", made - 1)).unwrap());
+    assert!(store.apply_delete(b"old", made).unwrap());
+    assert_eq!(store.get(b"old").unwrap(), None);
+    assert_eq!(store.tombstone(b"old"), None);
+    assert_eq!(store.stats().tombstones, 0);
 }
 
 #[test]
@@ -660,12 +694,14 @@ fn handing_a_key_off_forgets_it_without_a_tombstone() {
 #[test]
 fn a_flood_of_deletes_keeps_tombstones_within_their_share_of_the_limit() {
     let limit = 1 << 20;
-    let (store, _) = store_with(Limits {
+    let (store, clock) = store_with(Limits {
         max_memory: limit,
         ..Limits::default()
     });
     for i in 0..100_000u32 {
-        store.apply_delete(&i.to_be_bytes(), 10).unwrap();
+        store
+            .apply_delete(&i.to_be_bytes(), recent(&clock))
+            .unwrap();
     }
     let stats = store.stats();
     assert!(

@@ -6,8 +6,10 @@
 //! A tombstone lives [`TOMBSTONE_HORIZON`]: far longer than a handoff or a replication
 //! retry takes, and long enough for several anti-entropy rounds to remove the stale
 //! copy itself. Tombstones are charged against the memory limit like entries, and may
-//! take at most a sixteenth of it; past that the oldest go first (counted), which
-//! reopens the window for those keys only.
+//! take at most a sixteenth of it; past that the oldest go first (counted), and the
+//! newest version forgotten so is kept ([`Tombstones::forgotten_below`]): anti-entropy
+//! then leaves alone any entry not newer than it, which it can no longer tell from a
+//! copy that missed one of those deletes.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -51,6 +53,11 @@ pub(crate) struct Tombstones {
     pub bytes: u64,
     /// Marks forgotten before their horizon to stay within the cap.
     pub dropped: u64,
+    /// The newest version of a mark forgotten before its horizon (0: none was, or
+    /// the horizons of all such marks have passed since).
+    pub forgotten_below: u64,
+    /// When the last of those marks would have expired.
+    forgotten_until: u64,
 }
 
 fn cost(key: &[u8]) -> u64 {
@@ -94,8 +101,10 @@ impl Tombstones {
         self.queue.push_back((until, key));
         while self.bytes > cap && !self.queue.is_empty() {
             // Stale queue elements (a mark re-recorded or cleared) go without a mark.
-            if self.pop_oldest() {
+            if let Some((version, until)) = self.pop_oldest() {
                 self.dropped += 1;
+                self.forgotten_below = self.forgotten_below.max(version);
+                self.forgotten_until = self.forgotten_until.max(until);
             }
         }
         if self.queue.len() > 2 * self.marks.len() + 64 {
@@ -115,12 +124,16 @@ impl Tombstones {
 
     /// Forgets the marks past their horizon; returns how many.
     pub(crate) fn expire(&mut self, now: u64) -> usize {
+        if self.forgotten_below > 0 && now >= self.forgotten_until {
+            // Those deletes would be forgotten by now anyway.
+            self.forgotten_below = 0;
+        }
         let mut removed = 0;
         while let Some((until, _)) = self.queue.front() {
             if *until > now {
                 break;
             }
-            removed += usize::from(self.pop_oldest());
+            removed += usize::from(self.pop_oldest().is_some());
         }
         removed
     }
@@ -137,19 +150,18 @@ impl Tombstones {
             .collect()
     }
 
-    /// Removes the queue's front and, unless it is stale, its mark. Returns whether a
-    /// mark went.
-    fn pop_oldest(&mut self) -> bool {
-        let Some((until, key)) = self.queue.pop_front() else {
-            return false;
-        };
+    /// Removes the queue's front and, unless it is stale, its mark. Returns the
+    /// version and deadline of the mark that went, if one did.
+    fn pop_oldest(&mut self) -> Option<(u64, u64)> {
+        let (until, key) = self.queue.pop_front()?;
         match self.marks.get(&key) {
             Some(mark) if mark.until == until => {
+                let version = mark.version;
                 self.marks.remove(&key);
                 self.bytes -= cost(&key);
-                true
+                Some((version, until))
             }
-            _ => false,
+            _ => None,
         }
     }
 
@@ -189,12 +201,19 @@ mod tests {
         let mut t = Tombstones::default();
         let cap = 3 * cost(b"k1");
         for (i, key) in [b"k1", b"k2", b"k3", b"k4"].iter().enumerate() {
-            t.record(*key, 1, 100 + i as u64, cap);
+            t.record(*key, 10 + i as u64, 100 + i as u64, cap);
         }
         assert_eq!(t.len(), 3);
         assert_eq!(t.dropped, 1);
         assert_eq!(t.version(b"k1", 0), None);
-        assert_eq!(t.version(b"k4", 0), Some(1));
+        assert_eq!(t.version(b"k4", 0), Some(13));
+        assert_eq!(t.forgotten_below, 10, "k1's delete, forgotten early");
+        // Marks reaching their horizon are not forgotten early; once k1's would have
+        // been forgotten anyway, so is the floor.
+        assert_eq!(t.expire(99), 0);
+        assert_eq!(t.forgotten_below, 10);
+        assert_eq!(t.expire(200), 3);
+        assert_eq!(t.forgotten_below, 0);
         assert!(t.bytes <= cap);
     }
 

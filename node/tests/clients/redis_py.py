@@ -3,6 +3,9 @@
     redis_py.py write HOST:PORT...   writes 3,000 keys round robin over the nodes
     redis_py.py check HOST:PORT...   reads them all back through every node
     redis_py.py cluster HOST:PORT... reads rc:0..299 with RedisCluster seeded by the first
+    redis_py.py scale HOST:PORT      RedisCluster writes 3,000 keys, then, for each line
+                                     read from stdin, reads them all back with the same
+                                     client and writes and reads 300 more
 
 Run by node/tests/redis_clients.rs around a scale event; prints one summary line last.
 """
@@ -22,8 +25,25 @@ def clients(addrs):
     return out
 
 
+def scale(host, port):
+    """One RedisCluster client through a scale event the test drives: any error a
+    command raises (after the client's own MOVED and TRYAGAIN retries) ends the script."""
+    rc = redis.RedisCluster(host=host, port=int(port), decode_responses=True)
+    written = sum(1 for i in range(KEYS) if rc.set(f"pyc:{i}", f"value-{i}") is True)
+    print(f"written {written}", flush=True)
+    for n, _ in enumerate(sys.stdin):
+        found = sum(1 for i in range(KEYS) if rc.get(f"pyc:{i}") == f"value-{i}")
+        more = [f"pyc:{n}:{i}" for i in range(300)]
+        fresh = sum(1 for key in more if rc.set(key, key) is True)
+        fresh = sum(1 for key in more if rc.get(key) == key) if fresh == len(more) else 0
+        print(f"found {found} of {KEYS}, wrote and read {fresh} of 300", flush=True)
+
+
 def main():
     phase, addrs = sys.argv[1], sys.argv[2:]
+    if phase == "scale":
+        scale(*addrs[0].rsplit(":", 1))
+        return
     if phase == "cluster":
         host, port = addrs[0].rsplit(":", 1)
         rc = redis.RedisCluster(host=host, port=int(port), decode_responses=True)

@@ -61,17 +61,38 @@ impl Node {
         panic!("{}: health stream ended before SERVING", self.id);
     }
 
-    /// Handoff passes this node has finished (each member change it saw starts one).
-    pub async fn handoff_passes(&self) -> u64 {
+    /// The value of an unlabelled metric on this node's /metrics (0 when absent).
+    pub async fn metric(&self, name: &str) -> u64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .map_or(0, |n| n.trim().parse().unwrap())
+    }
+
+    /// The sum of a metric's samples over every label set (0 when absent).
+    pub async fn metric_sum(&self, name: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| l.split([' ', '{']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+            .sum()
+    }
+
+    /// The node's /metrics, as Prometheus would scrape it.
+    async fn metrics(&self) -> String {
         let mut stream = tokio::net::TcpStream::connect(self.admin).await.unwrap();
         let request = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();
         response
-            .lines()
-            .find_map(|l| l.strip_prefix("kcache_handoff_duration_seconds_count "))
-            .map_or(0, |n| n.trim().parse().unwrap())
+    }
+
+    /// Handoff passes this node has finished (each member change it saw starts one).
+    pub async fn handoff_passes(&self) -> u64 {
+        self.metric("kcache_handoff_duration_seconds_count").await
     }
 
     /// Waits until this node has finished `n` handoff passes.
@@ -106,6 +127,9 @@ pub struct Cluster {
     drain_timeout: Duration,
     anti_entropy: Option<Duration>,
     redis_cluster_mode: ClusterMode,
+    /// In the `cluster` mode, the Redis port every node serves on: the first node's,
+    /// as pods of one StatefulSet share one port number.
+    redis_port: Mutex<Option<u16>>,
 }
 
 impl Cluster {
@@ -119,6 +143,7 @@ impl Cluster {
             drain_timeout: Duration::from_secs(30),
             anti_entropy: None,
             redis_cluster_mode: ClusterMode::Standalone,
+            redis_port: Mutex::new(None),
         }
     }
 
@@ -166,10 +191,22 @@ impl Cluster {
         views: watch::Receiver<Arc<View>>,
     ) -> Node {
         let id = format!("kcache-{ordinal}");
-        let ip = format!("127.0.{}.{}", generation + 1, ordinal + 10);
+        // The `cluster` mode reports every member at its host and one Redis port: its
+        // nodes share that port, on addresses of their own (127.3.g.o) that no other
+        // test's listener holds.
+        let shared_port = self.redis_cluster_mode == ClusterMode::Cluster;
+        let ip = if shared_port {
+            format!("127.3.{generation}.{}", ordinal + 10)
+        } else {
+            format!("127.0.{}.{}", generation + 1, ordinal + 10)
+        };
         let grpc = TcpListener::bind(format!("{ip}:0")).await.unwrap();
         let admin = TcpListener::bind(format!("{ip}:0")).await.unwrap();
-        let redis = TcpListener::bind(format!("{ip}:0")).await.unwrap();
+        let port = self.redis_port.lock().unwrap_or(0);
+        let redis = TcpListener::bind(format!("{ip}:{port}")).await.unwrap();
+        if shared_port {
+            *self.redis_port.lock() = Some(redis.local_addr().unwrap().port());
+        }
         let addr = grpc.local_addr().unwrap();
         let admin_addr = admin.local_addr().unwrap();
         let redis_addr = redis.local_addr().unwrap();

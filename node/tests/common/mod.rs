@@ -2,12 +2,16 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod cluster;
+pub mod netns;
 pub mod process;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use kcache_client::placement::{Member, View};
 use kcache_client::proto::cache_client::CacheClient;
-use kcache_node::server::{NodeConfig, serve_with_redis};
+use kcache_node::server::{Discovery, NodeConfig, serve, serve_with_redis};
 use kcache_node::store::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -79,11 +83,17 @@ impl TestNode {
 /// A peer that accepts HTTP/2 and never answers: calls to it hang until their own
 /// deadline (a frozen node, as far as its callers can tell).
 pub async fn silent_peer() -> String {
+    silent_peer_counting(Arc::new(AtomicUsize::new(0))).await
+}
+
+/// As [`silent_peer`], counting the connections it accepts in `accepted`.
+pub async fn silent_peer_counting(accepted: Arc<AtomicUsize>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
+            accepted.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let mut conn = h2::server::handshake(tcp).await.unwrap();
                 let mut held = Vec::new();
@@ -94,4 +104,44 @@ pub async fn silent_peer() -> String {
         }
     });
     address
+}
+
+/// Node "a" on 127.0.0.1, serving until the test ends, in a static two-member cluster
+/// with "b" at `b` (usually a fake peer: silent or failing); `config` is a's
+/// configuration but for its discovery. Returns a's address and the cluster's view.
+pub async fn node_beside(b: String, config: NodeConfig) -> (String, View) {
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let here = grpc.local_addr().unwrap().to_string();
+    let members = vec![
+        Member {
+            id: "a".into(),
+            address: here.clone(),
+        },
+        Member {
+            id: "b".into(),
+            address: b,
+        },
+    ];
+    let config = NodeConfig {
+        discovery: Discovery::Static(members.clone()),
+        ..config
+    };
+    tokio::spawn(serve(config, grpc, admin, std::future::pending()));
+    (here, View::new(members))
+}
+
+/// The Python of `scripts/test.sh`'s venv (`KCACHE_VENV`), which has redis-py.
+pub fn python() -> String {
+    let python = std::env::var("KCACHE_VENV")
+        .map(|venv| format!("{venv}/bin/python"))
+        .unwrap_or_else(|_| "python3".into());
+    let has_redis = std::process::Command::new(&python)
+        .args(["-c", "import redis"])
+        .status();
+    assert!(
+        has_redis.is_ok_and(|s| s.success()),
+        "{python} cannot import redis: run scripts/test.sh (it installs redis-py into .venv) or pip install -r scripts/requirements.txt"
+    );
+    python
 }

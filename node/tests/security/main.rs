@@ -130,6 +130,10 @@ fn tls_reloads(result: &str) -> String {
     format!("kcache_credential_reloads_total{{credential=\"tls\",result=\"{result}\"}}")
 }
 
+fn outdated(credential: &str) -> String {
+    format!("kcache_credentials_outdated{{credential=\"{credential}\"}}")
+}
+
 fn token_reloads(result: &str) -> String {
     format!("kcache_credential_reloads_total{{credential=\"token\",result=\"{result}\"}}")
 }
@@ -250,18 +254,22 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_client_ca() 
 
     // No client certificate: TLS 1.3 finishes the client's side of the handshake
     // before the node checks, so the refusal arrives as the node's alert.
+    // No request reached the node: neither UNKNOWN (maybe applied) nor UNAVAILABLE
+    // (worth retrying elsewhere).
     let err = get_error(&client(&node, Some(trusting(&ca)), None).await).await;
     assert!(
         err.to_string().contains("CertificateRequired"),
         "{err} ({:?})",
         err.code()
     );
+    assert_eq!(err.code(), Some(Code::Unauthenticated), "{err}");
 
     // A certificate from another CA.
     let other = Ca::new("someone else's CA");
     let stranger = presenting(&ca, &other.issue("client", &["client.example"]));
     let err = get_error(&client(&node, Some(stranger), None).await).await;
     assert!(err.to_string().contains("UnknownCA"), "{err}");
+    assert_eq!(err.code(), Some(Code::Unauthenticated), "{err}");
 
     node.wait_for(
         "kcache_tls_handshake_failures_total{reason=\"handshake\"}",
@@ -273,6 +281,75 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_client_ca() 
     let admitted = client(&node, Some(member), None).await;
     admitted.set("k", "v", SetOptions::default()).await.unwrap();
     assert_eq!(admitted.get("k").await.unwrap().unwrap().value, "v");
+    node.stop().await;
+}
+
+/// The name every node's certificate carries, which nodes check each other against
+/// (the operator's `<name>-headless.<namespace>.svc`).
+const PEERS: &str = "kcache-headless.test.svc";
+
+#[tokio::test]
+async fn with_mutual_tls_the_peer_service_answers_only_nodes_certificates() {
+    let ca = Ca::new("kcache test CA");
+    let node_identity = ca.issue("kcache", &["127.0.0.1", PEERS]);
+    let secret = tls_secret(&node_identity, &ca);
+    let config = SecurityConfig {
+        peer_server_name: Some(PEERS.into()),
+        ..security(Some(tls_files(&secret, true)), None)
+    };
+    let node = SecureNode::start("a", config, None).await;
+    let sync = |tls: Tls| {
+        let connection = Connection::new(
+            node.grpc.to_string(),
+            ConnectOptions {
+                tls: Some(tls),
+                ..ConnectOptions::default()
+            },
+        );
+        async move {
+            PeerClient::new(connection)
+                .sync(SyncRequest {
+                    member_id: "b".into(),
+                })
+                .await
+        }
+    };
+
+    // An application's certificate, from the same CA: the cache is its to use, the
+    // Peer service (which dumps the whole store) is not.
+    let application = presenting(&ca, &ca.issue("client", &["client.example"]));
+    let app = client(&node, Some(application.clone()), None).await;
+    // A key member b will own once it joins: what a Sync for b streams.
+    let joined = View::new(
+        ["a", "b"]
+            .map(|id| Member {
+                id: id.into(),
+                address: String::new(),
+            })
+            .to_vec(),
+    );
+    let key = (0..)
+        .map(|i| format!("k-{i}"))
+        .find(|k| joined.owners(k.as_bytes(), 1)[0].id == "b")
+        .unwrap();
+    app.set(key.clone(), "v", SetOptions::default())
+        .await
+        .unwrap();
+    let status = sync(application).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status}");
+    assert!(status.message().contains(PEERS), "{status}");
+    node.wait_for("kcache_peer_calls_refused_total", 1).await;
+
+    // A node's certificate is let in.
+    let mut stream = sync(presenting(&ca, &node_identity))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut keys = Vec::new();
+    while let Some(batch) = stream.message().await.unwrap() {
+        keys.extend(batch.entries.into_iter().map(|e| e.key));
+    }
+    assert_eq!(keys, [bytes::Bytes::from(key)]);
     node.stop().await;
 }
 
@@ -368,6 +445,19 @@ async fn certificates_and_tokens_rotate_without_a_restart() {
     node.wait_for(&tls_reloads("error"), 1).await;
     assert!(call(&new_ca, "old-token").await.is_ok());
     assert_eq!(node.metric(&tls_reloads("ok")).await, 1);
+    assert_eq!(
+        node.metric(&outdated("tls")).await,
+        1,
+        "what the alert watches"
+    );
+    // Put right: the node takes it and is up to date again.
+    secret.update(&[
+        ("tls.crt", &new.cert),
+        ("tls.key", &new.key),
+        ("ca.crt", &new_ca.pem()),
+    ]);
+    node.wait_for(&tls_reloads("ok"), 2).await;
+    assert_eq!(node.metric(&outdated("tls")).await, 0);
 
     // Token rotation: old and new accepted together, then the old one removed.
     tokens.update(&[("token", "new-token\nold-token\n")]);
@@ -384,15 +474,21 @@ async fn certificates_and_tokens_rotate_without_a_restart() {
     tokens.update(&[("token", "\n")]);
     node.wait_for(&token_reloads("error"), 1).await;
     assert!(call(&new_ca, "new-token").await.is_ok());
+    assert_eq!(node.metric(&outdated("token")).await, 1);
     node.stop().await;
 }
 
 #[tokio::test]
 async fn a_cluster_with_mutual_tls_and_tokens_replicates_and_syncs() {
     let ca = Ca::new("kcache test CA");
-    let secret = tls_secret(&ca.issue("kcache", &["127.0.0.1"]), &ca);
+    let secret = tls_secret(&ca.issue("kcache", &["127.0.0.1", PEERS]), &ca);
     let tokens = SecretDir::new(&[("token", "cluster-token\n")]);
-    let config = || security(Some(tls_files(&secret, true)), Some(&tokens.file("token")));
+    // Nodes check each other by the peers' name, so their Peer services answer node
+    // certificates only: replication, Sync and handoff below go through that gate.
+    let config = || SecurityConfig {
+        peer_server_name: Some(PEERS.into()),
+        ..security(Some(tls_files(&secret, true)), Some(&tokens.file("token")))
+    };
     let cluster = Cluster {
         views: watch::Sender::new(Arc::new(View::default())),
     };

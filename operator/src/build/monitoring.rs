@@ -54,7 +54,8 @@ pub fn service_monitor(cluster: &Cluster<'_>) -> DynamicObject {
 
 /// The kcache node alerts, the same rules the Helm chart ships for every cluster:
 /// both come from this one file, whose placeholder stands for the label matchers.
-const NODE_ALERTS: &str = include_str!("../../../charts/kcache-operator/files/alerts/nodes.yaml");
+pub(super) const NODE_ALERTS: &str =
+    include_str!("../../../charts/kcache-operator/files/alerts/nodes.yaml");
 
 /// What [`NODE_ALERTS`] writes where the label matchers go.
 const SELECTOR_PLACEHOLDER: &str = "KCACHE_SELECTOR";

@@ -97,11 +97,15 @@ impl Cluster {
         let Some(name) = meta::name(&committed.object) else {
             return;
         };
+        // The write's own version: the registry may see two writes to a CRD out of order.
+        let rv = meta::meta_str(&committed.object, "resourceVersion")
+            .and_then(|rv| rv.parse().ok())
+            .unwrap_or_default();
         match committed.event {
-            Some(EventType::Deleted) => self.registry.remove_custom(name),
+            Some(EventType::Deleted) => self.registry.remove_custom(name, rv),
             Some(_) => {
                 if let Ok(rows) = crd::rows(&committed.object) {
-                    self.registry.set_custom(name, rows);
+                    self.registry.set_custom(name, rv, rows);
                 }
             }
             None => {}

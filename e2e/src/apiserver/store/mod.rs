@@ -4,6 +4,23 @@
 //! All writes go through [`Store::mutate`], which runs the caller's decision under the
 //! store lock, so read-modify-write (patches, preconditions, finalizers) is atomic and
 //! the watch event is in the history before the write is answered.
+//!
+//! Why one lock over every kind and not a concurrent map (a `DashMap` per kind, as the
+//! resource table has per CRD): the API promises one order over all writes, and each
+//! piece of it needs the objects, the counter and the history changed as one step.
+//! - Versions are one counter across kinds, and the history must hold events in version
+//!   order: a watch resumes with a binary search for "after rv N", so a write that took
+//!   version 7 but appended after version 8's event would never be delivered.
+//! - A list answers its objects with the version they are consistent with, and the
+//!   watcher then watches from that version. Were objects in their own map, a list could
+//!   hold a write's object yet report the version before it (the watch sends it again)
+//!   or report the write's version without its object (the watch never sends it: lost).
+//! - The uid index must agree with the objects, or the garbage collector, looking an
+//!   owner up by uid, deletes dependents of an owner that exists.
+//!
+//! Per-kind maps under a global lock for these would take two locks on every write to
+//! save one on a `get`; a lock held for microseconds by the emulator's handful of
+//! clients is not worth that.
 
 mod history;
 

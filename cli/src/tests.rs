@@ -4,10 +4,10 @@ use clap::Parser;
 
 use tonic::Status;
 
-use crate::INITIAL_BACKOFF;
+use kcache_client::INITIAL_BACKOFF;
 
 use super::*;
-use crate::{Condition, SetOptions};
+use kcache_client::{Condition, SetOptions};
 
 fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
     Cli::try_parse_from(std::iter::once("kcache").chain(args.iter().copied()))

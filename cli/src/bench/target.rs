@@ -10,9 +10,9 @@ use tonic::Streaming;
 
 use super::wire::{Protocol, TextConn};
 use super::{BenchError, Op, Target};
-use crate::proto::{self, command, reply};
-use crate::types::set_request;
-use crate::{Client, SetOptions, Ttl};
+use kcache_client::proto::{self, command, reply};
+use kcache_client::set_request;
+use kcache_client::{Client, SetOptions, Ttl};
 
 /// One connection of a benchmark.
 #[derive(Debug)]
@@ -43,7 +43,7 @@ impl Conn {
     pub(super) async fn connect(
         target: Target,
         addr: &str,
-        connect: &crate::cli::Connect,
+        connect: &crate::Connect,
     ) -> Result<Self, BenchError> {
         let timeout = connect.timeout;
         let client = || async {
@@ -59,7 +59,7 @@ impl Conn {
                 let replies = raw
                     .pipeline(ReceiverStream::new(rx))
                     .await
-                    .map_err(|s| crate::Error::from_status(s, timeout))?
+                    .map_err(|s| kcache_client::Error::from_status(s, timeout))?
                     .into_inner();
                 Conn::Pipeline {
                     commands,
@@ -79,7 +79,7 @@ impl Conn {
                 let calls = ops.iter().map(|op| async move {
                     if op.set {
                         let outcome = client.set(op.key.clone(), value.clone(), options()).await?;
-                        Ok::<_, crate::Error>(outcome.stored)
+                        Ok::<_, kcache_client::Error>(outcome.stored)
                     } else {
                         Ok(client.get(op.key.clone()).await?.is_some())
                     }
@@ -142,7 +142,7 @@ impl Conn {
                     let reply = replies
                         .message()
                         .await
-                        .map_err(|s| crate::Error::from_status(s, Duration::ZERO))?
+                        .map_err(|s| kcache_client::Error::from_status(s, Duration::ZERO))?
                         .ok_or_else(|| BenchError::Protocol("the pipeline stream ended".into()))?;
                     results.push(match reply.result {
                         Some(reply::Result::Get(get)) => get.found,

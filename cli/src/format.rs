@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 
-use crate::proto::{NodeStats, StatsResponse, TopologyResponse};
+use kcache_client::proto::{NodeStats, StatsResponse, TopologyResponse};
 
 /// Seconds with millisecond precision (`12.345s`): the wire's resolution, and a form
 /// scripts can parse without a duration library.
@@ -100,7 +100,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::Member;
+    use kcache_client::proto::Member;
 
     #[test]
     fn seconds_keep_millisecond_precision() {

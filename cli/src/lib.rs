@@ -1,10 +1,14 @@
 //! The `kcache` command line: arguments, and [`run`], which executes one command against
-//! a node. A library module so tests can drive it in-process with their own stdin and
-//! output buffers; `src/bin/kcache.rs` only parses and exits.
+//! a node, plus `kcache bench` and the key distributions it draws from ([`workload`]).
+//! A crate of its own so the client library, and every service that links it, carries
+//! no clap, indicatif or hdrhistogram; a library as well as a binary so tests can drive
+//! it in-process with their own stdin and output buffers. `src/main.rs` only parses and
+//! exits.
 
 mod args;
 pub mod bench;
 mod format;
+pub mod workload;
 
 use std::io::{self, Read, Write};
 
@@ -12,7 +16,7 @@ use bytes::Bytes;
 
 pub use args::{Cli, Command, Connect, IncrArgs, SetArgs, parse_timeout, parse_ttl};
 
-use crate::{Client, Error, Ttl};
+use kcache_client::{Client, Error, Ttl};
 
 /// The command worked.
 pub const EXIT_OK: u8 = 0;

@@ -3,7 +3,7 @@
 use std::{io, process::ExitCode};
 
 use clap::Parser;
-use kcache_client::cli::{self, Cli};
+use kcache_cli::{self as cli, Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

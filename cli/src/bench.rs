@@ -150,7 +150,7 @@ pub enum BenchError {
     #[error("protocol: {0}")]
     Protocol(String),
     #[error(transparent)]
-    Client(#[from] crate::Error),
+    Client(#[from] kcache_client::Error),
 }
 
 impl BenchError {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use super::AFTER_HELP;
-use crate::{ClientBuilder, Condition, Error, SetOptions, Tls, Token, Ttl};
+use kcache_client::{ClientBuilder, Condition, Error, SetOptions, Tls, Token, Ttl};
 
 /// Talk to a kcache node.
 #[derive(Debug, Parser)]
@@ -132,7 +132,7 @@ pub struct Connect {
 impl Connect {
     /// A client builder for `addr` with these settings.
     pub fn builder(&self, addr: &str) -> ClientBuilder {
-        let mut builder = crate::Client::builder(addr)
+        let mut builder = kcache_client::Client::builder(addr)
             .timeout(self.timeout)
             .smart(self.smart);
         if let Some(server) = self.dns_server {
