@@ -117,6 +117,11 @@ struct Dialing {
 }
 
 impl Connection {
+    /// Whether `self` and `other` are clones of one connection.
+    pub fn same(&self, other: &Connection) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// A connection to `address` (`host:port`); nothing is dialled until the first
     /// call.
     pub fn new(address: impl Into<String>, options: ConnectOptions) -> Connection {

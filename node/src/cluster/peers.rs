@@ -111,7 +111,17 @@ impl PeerPool {
     /// (after a partition heals, the kernel resends only on its own back-off, seconds
     /// later), and keepalive would notice only after its interval. Calls already on
     /// the old connection finish or time out as they would.
-    pub fn reset(&self, address: &str) {
+    ///
+    /// Only `used`, the connection the call went out on: a late timeout from before an
+    /// earlier reset must not drop the fresh connection other calls now share.
+    pub fn reset(&self, address: &str, used: &Connection) {
+        self.channels
+            .remove_if(address, |_, current| current.same(used));
+    }
+
+    /// Forgets the connection to `address`, whichever it is (the address left the
+    /// view).
+    pub fn forget(&self, address: &str) {
         self.channels.remove(address);
     }
 
@@ -401,5 +411,31 @@ impl proto::peer_server::Peer for PeerService {
             );
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_late_reset_keeps_the_connection_dialled_since() {
+        let pool = PeerPool::default();
+        let first = pool.channel("127.0.0.1:1");
+        assert!(
+            pool.channel("127.0.0.1:1").same(&first),
+            "the pool shares one"
+        );
+        pool.reset("127.0.0.1:1", &first);
+        let second = pool.channel("127.0.0.1:1");
+        assert!(!second.same(&first), "a reset connection is not used again");
+        // A second call that went out on `first` times out only now.
+        pool.reset("127.0.0.1:1", &first);
+        assert!(
+            pool.channel("127.0.0.1:1").same(&second),
+            "a late reset of the old connection dropped the new one"
+        );
+        pool.forget("127.0.0.1:1");
+        assert!(!pool.channel("127.0.0.1:1").same(&second));
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use kcache_client::proto::{ReplicateRequest, VersionedEntry};
+use kcache_client::proto::{ReplicateRequest, VersionedEntry, peer_client::PeerClient};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 
@@ -181,7 +181,7 @@ async fn send(
             if queue.room.is_closed() {
                 // The address left the view (`retain`); the last batches may have
                 // dialled it again through the pool: let that connection go too.
-                peers.reset(&address);
+                peers.forget(&address);
                 return;
             }
             queue.queued.notified().await;
@@ -193,7 +193,8 @@ async fn send(
         });
         request.set_timeout(BATCH_TIMEOUT);
         // The pool's current connection: one a call timed out on is replaced there.
-        let applied = match peers.peer(&address).replicate(request).await {
+        let connection = peers.channel(&address);
+        let applied = match PeerClient::new(connection.clone()).replicate(request).await {
             Ok(_) => {
                 suspects.answered(&address);
                 true
@@ -205,7 +206,7 @@ async fn send(
                 if kcache_client::timed_out(&status) {
                     // The connection may be stuck behind TCP retransmissions (a
                     // partition that healed): the next batch dials a new one.
-                    peers.reset(&address);
+                    peers.reset(&address, &connection);
                 }
                 false
             }

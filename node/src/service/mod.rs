@@ -210,7 +210,8 @@ impl CacheService {
             request
                 .metadata_mut()
                 .insert(HOP_HEADER, tonic::metadata::MetadataValue::from_static("1"));
-            match call(self.cluster.peers.cache(&member.address), request).await {
+            let connection = self.cluster.peers.channel(&member.address);
+            match call(CacheClient::new(connection.clone()), request).await {
                 Ok(response) => {
                     suspects.answered(&member.address);
                     self.metrics.forwarded(op);
@@ -222,7 +223,7 @@ impl CacheService {
                 {
                     suspects.failed(&member.address);
                     if kcache_client::timed_out(&status) {
-                        self.cluster.peers.reset(&member.address);
+                        self.cluster.peers.reset(&member.address, &connection);
                     }
                     if !read && status.code() != tonic::Code::Unavailable {
                         // tonic's own timeout arrives as CANCELLED: the caller must
