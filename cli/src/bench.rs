@@ -28,9 +28,9 @@ use target::Conn;
 /// Largest latency the histograms track (60 s in µs); anything slower is clamped.
 const MAX_LATENCY_US: u64 = 60_000_000;
 
-/// Tokio's timer has millisecond granularity: a paced batch sleeps until this long
-/// before it is due, then yields until it is, so batches go out when they are due and
-/// not in bursts on each millisecond tick.
+/// Tokio's timer has millisecond granularity: the pacer sleeps until this long before
+/// the next batch is due, then yields until it is, so batches go out when they are due
+/// and not in bursts on each millisecond tick.
 const TIMER_GRANULARITY: Duration = Duration::from_millis(1);
 
 /// Percentiles reported in the JSON for the latency plot.
@@ -205,6 +205,25 @@ pub async fn run(
     } else {
         args.servers.clone()
     };
+    // Between one connection's batches when paced.
+    let interval = match args.rate {
+        None => None,
+        Some(rate) if rate.is_finite() && rate > 0.0 => {
+            let every = args.connections as f64 * args.depth as f64 / rate;
+            if every < 1e-6 {
+                return Err(BenchError::Usage(format!(
+                    "--rate {rate} asks each connection for more than a batch per microsecond: \
+                     use more --connections or a lower rate"
+                )));
+            }
+            Some(Duration::from_secs_f64(every))
+        }
+        Some(rate) => {
+            return Err(BenchError::Usage(format!(
+                "--rate must be a positive number of operations per second, not {rate}"
+            )));
+        }
+    };
     let mut conns = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
         let addr = &servers[i % servers.len()];
@@ -220,6 +239,23 @@ pub async fn run(
     let started = Instant::now();
     let cpu_before = cpu_seconds();
     let mut tasks = Vec::with_capacity(conns.len());
+    // With --rate, one pacer tells every connection when its next batch is due.
+    let mut paces = Vec::with_capacity(conns.len());
+    let pacer = interval.map(|every| {
+        let mut wakes = Vec::with_capacity(conns.len());
+        let pacer = Pacer::new(started, every, conns.len());
+        for i in 0..conns.len() {
+            let wake = Arc::new(tokio::sync::Notify::new());
+            wakes.push(wake.clone());
+            paces.push(Pace {
+                wake,
+                every,
+                next: pacer.first_due(i),
+            });
+        }
+        tokio::spawn(pace(pacer, wakes))
+    });
+    let mut paces = paces.into_iter();
     for (i, conn) in conns.into_iter().enumerate() {
         let seed = args.seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
         let keys = KeyChooser {
@@ -233,7 +269,7 @@ pub async fn run(
             progress: progress.clone(),
             stop: stop.clone(),
             started,
-            index: i,
+            pace: paces.next(),
         };
         tasks.push(tokio::spawn(worker.run(conn)));
     }
@@ -253,6 +289,9 @@ pub async fn run(
         }
     }
     let elapsed = started.elapsed();
+    if let Some(pacer) = pacer {
+        pacer.abort();
+    }
     bar.finish_and_clear();
     let mut total = Tally::new();
     for task in tasks {
@@ -336,8 +375,90 @@ struct Worker {
     progress: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     started: Instant,
-    /// This connection's place among all of them, which staggers paced batches.
-    index: usize,
+    /// When paced: this connection's schedule.
+    pace: Option<Pace>,
+}
+
+/// A paced connection's schedule, the same as the pacer's for it.
+struct Pace {
+    /// Notified by the pacer when a batch of this connection is due (one stored
+    /// permit at most, however many dues pass while the connection is busy).
+    wake: Arc<tokio::sync::Notify>,
+    every: Duration,
+    /// When the next batch is due.
+    next: Instant,
+}
+
+/// When each paced connection's next batch is due. Connections start out of phase,
+/// spread evenly over one interval: in step, every connection would fire in the same
+/// instant and each batch would queue behind all the others, which measures the
+/// generator, not the server.
+#[derive(Debug)]
+struct Pacer {
+    /// (due, connection), earliest first.
+    schedule: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, usize)>>,
+    /// Between one connection's batches.
+    every: Duration,
+}
+
+impl Pacer {
+    fn new(start: Instant, every: Duration, connections: usize) -> Pacer {
+        let schedule = (0..connections)
+            .map(|i| {
+                let offset = every * i as u32 / connections as u32;
+                std::cmp::Reverse((start + offset, i))
+            })
+            .collect();
+        Pacer { schedule, every }
+    }
+
+    /// When connection `i`'s first batch is due.
+    fn first_due(&self, i: usize) -> Instant {
+        self.schedule
+            .iter()
+            .find_map(|std::cmp::Reverse((due, c))| (*c == i).then_some(*due))
+            .expect("every connection is scheduled")
+    }
+
+    /// When the next batch is due.
+    fn next_due(&self) -> Option<Instant> {
+        self.schedule.peek().map(|std::cmp::Reverse((due, _))| *due)
+    }
+
+    /// The next batch (when, and whose), and that connection's next one scheduled.
+    fn pop(&mut self) -> Option<(Instant, usize)> {
+        let std::cmp::Reverse((due, i)) = self.schedule.pop()?;
+        self.schedule.push(std::cmp::Reverse((due + self.every, i)));
+        Some((due, i))
+    }
+}
+
+/// Wakes each connection when its next batch is due. One task sleeps until a
+/// millisecond before the next is due and yields until it is: one such task, not one
+/// per connection, so waiting costs the generator little of the core it shares with
+/// the connections (50 connections each yielding until due kept it busy enough to fall
+/// behind, and its own lateness then counted as the server's). Ends when aborted.
+async fn pace(mut pacer: Pacer, wakes: Vec<Arc<tokio::sync::Notify>>) {
+    let mut woken = 0u32;
+    while let Some(due) = pacer.next_due() {
+        let now = Instant::now();
+        if due > now {
+            match due.checked_sub(TIMER_GRANULARITY) {
+                Some(early) if early > now => tokio::time::sleep_until(early.into()).await,
+                _ => tokio::task::yield_now().await,
+            }
+            continue;
+        }
+        if let Some((_, i)) = pacer.pop() {
+            wakes[i].notify_one();
+        }
+        woken = woken.wrapping_add(1);
+        if woken.is_multiple_of(64) {
+            // Catching up on many dues (the runtime has one thread): let the
+            // connections run meanwhile.
+            tokio::task::yield_now().await;
+        }
+    }
 }
 
 impl Worker {
@@ -345,18 +466,7 @@ impl Worker {
         let args = self.args.clone();
         let value = Bytes::from(vec![b'v'; args.value_size]);
         let mut tally = Tally::new();
-        // Seconds between this connection's batches when paced.
-        let interval = args.rate.map(|rate| {
-            Duration::from_secs_f64(args.connections as f64 * args.depth as f64 / rate)
-        });
-        // Paced connections start out of phase, spread evenly over one interval: in
-        // step, every connection would fire in the same instant and each batch would
-        // queue behind all the others, which measures the generator, not the server.
         let mut last_done = self.started;
-        let mut due = self.started
-            + interval.map_or(Duration::ZERO, |every| {
-                every.mul_f64(self.index as f64 / args.connections.max(1) as f64)
-            });
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 break;
@@ -370,22 +480,21 @@ impl Worker {
             } else {
                 self.progress.fetch_add(ops.len() as u64, Ordering::Relaxed);
             }
-            let sent = match interval {
-                Some(every) => {
-                    due += every;
+            let sent = match &mut self.pace {
+                Some(pace) => {
+                    let due = pace.next;
+                    pace.next += pace.every;
                     if last_done > due {
                         // Still waiting on our previous batch when this one was due: the
                         // server held us up, so the wait counts against it (no
                         // coordinated omission).
                         due
                     } else {
-                        if let Some(early) = due.checked_sub(TIMER_GRANULARITY) {
-                            tokio::time::sleep_until(early.into()).await;
-                        }
                         while Instant::now() < due {
-                            tokio::task::yield_now().await;
+                            pace.wake.notified().await;
                         }
-                        // Whatever lateness is left is the generator's, not the server's.
+                        // Whatever lateness is left is the generator's, not the
+                        // server's.
                         Instant::now()
                     }
                 }
@@ -567,6 +676,36 @@ mod tests {
         assert_eq!(parse_dist("zipf:0.99"), Ok(Dist::Zipf(0.99)));
         assert!(parse_dist("zipf:0").is_err());
         assert!(parse_dist("zipf").is_err());
+    }
+
+    #[test]
+    fn paced_batches_come_one_at_a_time_spread_over_the_interval() {
+        let start = Instant::now();
+        let mut pacer = Pacer::new(start, Duration::from_millis(1), 4);
+        let batches: Vec<(u128, usize)> = (0..9)
+            .map(|_| {
+                let (due, i) = pacer.pop().unwrap();
+                (due.duration_since(start).as_micros(), i)
+            })
+            .collect();
+        assert_eq!(
+            batches,
+            [
+                (0, 0),
+                (250, 1),
+                (500, 2),
+                (750, 3),
+                (1000, 0),
+                (1250, 1),
+                (1500, 2),
+                (1750, 3),
+                (2000, 0)
+            ]
+        );
+        assert_eq!(
+            pacer.next_due().unwrap().duration_since(start).as_micros(),
+            2250
+        );
     }
 
     #[test]
