@@ -202,6 +202,7 @@ impl Balancer {
                 ConnectOptions {
                     tls: self.discovery.tls.clone(),
                     token: self.discovery.token.clone(),
+                    peer_token: None,
                     connect_timeout: self.discovery.connect_timeout,
                     // A node whose host vanished without closing its sockets would
                     // otherwise time out every call sent to it until the kernel gave

@@ -29,7 +29,7 @@ pub use client::{
 };
 pub use error::{Error, code_name, timed_out};
 pub use security::{Tls, Token};
-pub use transport::{ConnectOptions, Connection};
+pub use transport::{ConnectOptions, Connection, PEER_TOKEN_HEADER};
 pub use types::{Condition, SetOptions, SetOutcome, Ttl, Value, set_request};
 
 pub mod proto {

@@ -61,6 +61,9 @@ const CONNECTION_HEADERS: [http::header::HeaderName; 5] = [
     http::header::UPGRADE,
 ];
 
+/// The metadata in which nodes present their peer token to each other.
+pub const PEER_TOKEN_HEADER: &str = "kcache-peer-token";
+
 /// Settings of a [`Connection`].
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
@@ -68,6 +71,9 @@ pub struct ConnectOptions {
     pub tls: Option<Tls>,
     /// Send `authorization: Bearer <token>` with every call.
     pub token: Option<Token>,
+    /// Send `kcache-peer-token: Bearer <token>` with every call: the credential nodes
+    /// present to each other's Peer service (see `--peer-token-file`).
+    pub peer_token: Option<Token>,
     /// How long the TCP connect plus writing the HTTP/2 preface may take. h2 does not
     /// wait for the node's SETTINGS, so a node that accepts connections but never
     /// answers is caught by the call's deadline (or keepalive), not by this.
@@ -82,6 +88,7 @@ impl Default for ConnectOptions {
         ConnectOptions {
             tls: None,
             token: None,
+            peer_token: None,
             connect_timeout: Duration::from_secs(5),
             keepalive: None,
         }
@@ -260,6 +267,12 @@ impl Connection {
         {
             head.headers
                 .insert(http::header::AUTHORIZATION, token.header());
+        }
+        if let Some(token) = &self.inner.options.peer_token {
+            head.headers.insert(
+                http::HeaderName::from_static(PEER_TOKEN_HEADER),
+                token.header(),
+            );
         }
         let mut uri = head.uri.into_parts();
         uri.scheme = Some(match self.inner.options.tls {

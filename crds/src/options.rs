@@ -169,6 +169,8 @@ pub struct TlsSpec {
 /// UNAUTHENTICATED. gRPC health and reflection stay open. The Secret is re-read when
 /// it changes: to rotate, put the new token on a second line (both are accepted),
 /// then on the first (nodes send the first to each other), then remove the old one.
+/// The nodes' internal Peer service wants a token only the nodes hold instead: the
+/// operator generates it once in the Secret `<name>-peer-token`.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthSpec {

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use common::{Env, missing};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kcache_client::{Client, SetOptions, Tls, Token};
+use kcache_client::proto::{SyncRequest, peer_client::PeerClient};
+use kcache_client::{Client, ConnectOptions, Connection, SetOptions, Tls, Token};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
@@ -399,6 +400,43 @@ async fn scenario() {
             .unwrap();
     }
     assert_eq!(missing(&client, &keys).await, Vec::<String>::new());
+
+    // The Peer service (whose Sync streams out the whole store) wants the peer token
+    // the operator generated, which applications do not hold: theirs does not open it.
+    let peer_secret = secure
+        .secrets()
+        .get(&format!("{NAME}-peer-token"))
+        .await
+        .unwrap();
+    let owner = &peer_secret.metadata.owner_references.unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("CacheCluster", NAME)
+    );
+    let ip = secure.pods().await[0]
+        .status
+        .clone()
+        .unwrap()
+        .pod_ip
+        .unwrap();
+    let tls = secure
+        .trusting(&[&old_ca])
+        .with_server_name(&format!("{NAME}-headless.{}.svc", secure.env.ns))
+        .unwrap();
+    let connection = Connection::new(
+        format!("{ip}:7000"),
+        ConnectOptions {
+            tls: Some(tls),
+            token: Some(Token::new("old-token").unwrap()),
+            ..ConnectOptions::default()
+        },
+    );
+    let request = SyncRequest {
+        member_id: "intruder".into(),
+    };
+    let status = PeerClient::new(connection).sync(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status}");
+    assert!(status.message().contains("kcache-peer-token"), "{status}");
 
     // No token: UNAUTHENTICATED. A client trusting another CA: refused at the handshake.
     let err = refused(&secure.client(&[&old_ca], None).await).await;

@@ -152,11 +152,29 @@ pub struct Args {
     #[arg(long, env = "KCACHE_TLS_SERVER_NAME", requires = "tls_cert_file")]
     pub tls_server_name: Option<String>,
 
-    /// Demand `authorization: Bearer <token>` on every Cache and Peer call, with one
-    /// of the tokens in this file (one a line; the first is sent to peers). Re-read
-    /// when it changes, so a rotation can accept the old and the new token at once.
+    /// Demand `authorization: Bearer <token>` on every Cache call (and Peer call,
+    /// without --peer-token-file), with one of the tokens in this file (one a line;
+    /// the first is sent to peers). Re-read when it changes, so a rotation can accept
+    /// the old and the new token at once.
     #[arg(long, env = "KCACHE_AUTH_TOKEN_FILE", value_name = "FILE")]
     pub auth_token_file: Option<PathBuf>,
+
+    /// Tokens only the cluster's nodes hold (one a line; the first is sent to peers in
+    /// the `kcache-peer-token` metadata): the Peer service, whose Sync streams out the
+    /// whole store, then wants one of these there, and --auth-token-file's do not open
+    /// it. Re-read when it changes.
+    #[arg(long, env = "KCACHE_PEER_TOKEN_FILE", value_name = "FILE")]
+    pub peer_token_file: Option<PathBuf>,
+
+    /// With --peer-token-file, let the Peer service accept --auth-token-file's tokens
+    /// too: only while a rolling update brings peer tokens to nodes that still send
+    /// the application token (the operator sets it for that rollout alone).
+    #[arg(
+        long,
+        env = "KCACHE_PEER_ACCEPTS_APP_TOKENS",
+        requires = "peer_token_file"
+    )]
+    pub peer_accepts_app_tokens: bool,
 
     /// How often the TLS and token files are checked for changes.
     #[arg(long, env = "KCACHE_CREDENTIAL_RELOAD_INTERVAL", default_value = "2s",
@@ -282,6 +300,8 @@ impl Args {
         SecurityConfig {
             tls,
             token_file: self.auth_token_file.clone(),
+            peer_token_file: self.peer_token_file.clone(),
+            peer_accepts_app_tokens: self.peer_accepts_app_tokens,
             peer_server_name,
             reload_interval: self.credential_reload_interval,
         }
@@ -388,6 +408,8 @@ mod tests {
             "/tls/ca.crt",
             "--auth-token-file",
             "/auth/token",
+            "--peer-token-file",
+            "/peer-auth/token",
         ])
         .unwrap();
         let security = args.security(&args.discovery().unwrap());
@@ -399,6 +421,10 @@ mod tests {
             Some("demo-headless.prod.svc")
         );
         assert_eq!(security.token_file, Some(PathBuf::from("/auth/token")));
+        assert_eq!(
+            security.peer_token_file,
+            Some(PathBuf::from("/peer-auth/token"))
+        );
         assert_eq!(security.reload_interval, Duration::from_secs(2));
     }
 

@@ -143,9 +143,11 @@ pub async fn serve_with_redis(
     let security = Security::load(&config.security, clustered, SecurityMetrics::new())?;
     metrics.register(security.metrics.collectors());
     let cluster = Arc::new(start_membership(&config, me, grpc_port).await?);
-    cluster
-        .peers
-        .secure(security.peer_tls.clone(), security.peer_token.clone());
+    cluster.peers.secure(
+        security.peer_tls.clone(),
+        security.peer_token.clone(),
+        security.node_token.clone(),
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(crate::security::reload::run(
         config.security.clone(),
@@ -256,11 +258,12 @@ pub async fn serve_with_redis(
         tls = security.tls.is_some(),
         mutual_tls = config.security.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
         tokens = security.auth.is_some(),
+        peer_tokens = security.peer_auth.is_some(),
         "kcache node serving"
     );
     // Health and reflection stay open (kubelet probes, tooling); Cache and Peer
-    // demand a token when there are tokens, and Peer, with mutual TLS and the peers'
-    // name, a node's certificate.
+    // demand a token when there are tokens (Peer a peer token when there are such),
+    // and Peer, with mutual TLS and the peers' name, a node's certificate.
     let auth = security.auth.clone();
     let open = auth.is_none();
     let peer_name = security
@@ -268,7 +271,10 @@ pub async fn serve_with_redis(
         .as_ref()
         .filter(|tls| tls.checks_peer_name())
         .and(config.security.peer_server_name.clone());
-    let gate = PeerGate::new(auth.clone(), peer_name, security.metrics.clone());
+    let gate = PeerGate::new(auth.clone(), peer_name, security.metrics.clone()).with_peer_tokens(
+        security.peer_auth.clone(),
+        config.security.peer_accepts_app_tokens,
+    );
     let routes = tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .add_service(health_service)

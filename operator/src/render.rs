@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::Error;
-use crate::build::{BuildOptions, Cluster, Desired};
+use crate::build::{BuildOptions, Cluster, Desired, peer_token};
 
 /// Renders every CacheCluster in `manifest` (one or more YAML documents) as the
 /// YAML documents of its objects, separated by `---`.
@@ -24,6 +24,17 @@ pub fn render(manifest: &str, options: &BuildOptions) -> Result<String, Error> {
                 .collect::<Vec<_>>()
                 .join("; "),
         })?;
+        if cluster.spec.auth.is_some() {
+            // The reconciler generates the peer token once; a rendered one would be
+            // a new token on every render (and in version control).
+            documents.push(format!(
+                "# not rendered: the Secret {name} the nodes mount (the operator generates \
+                 it); create it once with\n# kubectl create secret generic {name} \
+                 --from-literal={key}=$(openssl rand -hex 32)\n",
+                name = peer_token::secret_name(&resolved.name),
+                key = peer_token::KEY,
+            ));
+        }
         for object in Desired::build(&resolved).to_json() {
             documents
                 .push(serde_yaml::to_string(&object).map_err(|e| Error::Manifest(e.to_string()))?);
@@ -86,6 +97,24 @@ mod tests {
                     .to_owned()
             })
             .collect()
+    }
+
+    #[test]
+    fn the_peer_token_is_not_rendered_but_how_to_create_it_is() {
+        const SECURE: &str = include_str!("../../examples/cachecluster-secure.yaml");
+        let rendered = render(SECURE, &BuildOptions::default()).unwrap();
+        assert!(!rendered.contains("kind: Secret"), "{rendered}");
+        assert!(
+            rendered.starts_with(
+                "# not rendered: the Secret secure-peer-token the nodes mount (the operator \
+                 generates it); create it once with\n# kubectl create secret generic \
+                 secure-peer-token --from-literal=token=$(openssl rand -hex 32)\n---\n"
+            ),
+            "{rendered}"
+        );
+        assert!(rendered.contains("--peer-token-file=/etc/kcache/peer-auth/token"));
+        // The comment is no document of its own: YAML readers skip it.
+        assert_eq!(kinds(&rendered)[0], "ServiceAccount");
     }
 
     #[test]

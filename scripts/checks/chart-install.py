@@ -53,6 +53,7 @@ ACCESS = [
     ("update", "cacheclusters.kcache.io", "default", False),
     ("delete", "statefulsets.apps", "default", False),
     ("delete", "services", "default", False),
+    ("create", "secrets", "default", True),
     ("get", "secrets", "default", False),
     ("list", "secrets", None, False),
     ("create", "pods", "default", False),

@@ -64,6 +64,14 @@ impl Suspects {
     }
 }
 
+/// What every connection to a peer presents.
+#[derive(Debug, Default, Clone)]
+struct Credentials {
+    tls: Option<Tls>,
+    token: Option<Token>,
+    peer_token: Option<Token>,
+}
+
 /// One lazily connected HTTP/2 connection per peer address, shared by every request
 /// to it (HTTP/2 multiplexes them). Clones share the connections, so the replication
 /// senders see a reset as forwarded calls do.
@@ -74,22 +82,31 @@ pub struct PeerPool {
     channels: Arc<DashMap<String, Connection>>,
     /// TLS and token of every peer connection, set once before the first call (their
     /// contents reload in place).
-    credentials: Arc<std::sync::OnceLock<(Option<Tls>, Option<Token>)>>,
+    credentials: Arc<std::sync::OnceLock<Credentials>>,
     /// Shared with the replication senders.
     suspects: Arc<Suspects>,
 }
 
 impl PeerPool {
-    /// Makes every connection to a peer use `tls` and send `token`.
-    pub fn secure(&self, tls: Option<Tls>, token: Option<Token>) {
-        let _ = self.credentials.set((tls, token));
+    /// Makes every connection to a peer use `tls` and send `token` (as
+    /// `authorization`) and `peer_token` (as the peer token).
+    pub fn secure(&self, tls: Option<Tls>, token: Option<Token>, peer_token: Option<Token>) {
+        let _ = self.credentials.set(Credentials {
+            tls,
+            token,
+            peer_token,
+        });
     }
 
     pub fn channel(&self, address: &str) -> Connection {
         if let Some(channel) = self.channels.get(address) {
             return channel.clone();
         }
-        let (tls, token) = self.credentials.get().cloned().unwrap_or_default();
+        let Credentials {
+            tls,
+            token,
+            peer_token,
+        } = self.credentials.get().cloned().unwrap_or_default();
         self.channels
             .entry(address.to_owned())
             .or_insert_with(|| {
@@ -98,6 +115,7 @@ impl PeerPool {
                     ConnectOptions {
                         tls,
                         token,
+                        peer_token,
                         connect_timeout: CONNECT_TIMEOUT,
                         keepalive: Some(Duration::from_secs(30)),
                     },

@@ -81,12 +81,7 @@ impl Authenticator {
                  <token>` (kcache: --token-file or KCACHE_TOKEN)",
             ));
         };
-        let token = value
-            .strip_prefix(b"Bearer ")
-            .or_else(|| value.strip_prefix(b"bearer "))
-            .map(|t| t.trim_ascii())
-            .filter(|t| !t.is_empty());
-        let Some(token) = token else {
+        let Some(token) = bearer(value) else {
             self.metrics.unauthenticated("malformed");
             return Err(Status::unauthenticated(
                 "the authorization metadata must be `Bearer <token>`",
@@ -140,6 +135,12 @@ impl tonic::service::Interceptor for Authenticator {
 #[derive(Debug, Clone)]
 pub struct PeerGate {
     auth: Option<Authenticator>,
+    /// The peer tokens, when there are: then the Peer service wants one of them in
+    /// [`PEER_TOKEN_HEADER`] instead of an application token in `authorization`.
+    peer_auth: Option<Authenticator>,
+    /// Also admit a call with no peer token whose `authorization` `auth` accepts
+    /// (nodes that predate peer tokens, during the rollout that brings them).
+    accepts_app_tokens: bool,
     /// The name a caller's certificate must carry; checked once a connection
     /// ([`TlsConnectInfo::is_peer`]).
     name: Option<String>,
@@ -154,18 +155,78 @@ impl PeerGate {
     ) -> Self {
         Self {
             auth,
+            peer_auth: None,
+            accepts_app_tokens: false,
             name,
             metrics,
         }
     }
+
+    /// Demands one of `peer_auth`'s tokens in [`PEER_TOKEN_HEADER`] when there are
+    /// such tokens (and with `accepts_app_tokens`, admits calls that carry none but an
+    /// accepted `authorization`).
+    pub fn with_peer_tokens(
+        mut self,
+        peer_auth: Option<Authenticator>,
+        accepts_app_tokens: bool,
+    ) -> Self {
+        self.peer_auth = peer_auth;
+        self.accepts_app_tokens = accepts_app_tokens;
+        self
+    }
+
+    fn check_tokens(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(peer_auth) = &self.peer_auth else {
+            return match &mut self.auth {
+                Some(auth) => tonic::service::Interceptor::call(auth, request),
+                None => Ok(request),
+            };
+        };
+        let presented = request.metadata().get(PEER_TOKEN_HEADER);
+        if presented.is_none()
+            && self.accepts_app_tokens
+            && let Some(auth) = &mut self.auth
+        {
+            return tonic::service::Interceptor::call(auth, request);
+        }
+        let Some(value) = presented else {
+            peer_auth.metrics.unauthenticated("missing");
+            return Err(Status::unauthenticated(format!(
+                "the Peer service answers the cluster's nodes only: a call must carry one \
+                 of their tokens in `{PEER_TOKEN_HEADER}`"
+            )));
+        };
+        match bearer(value.as_bytes()) {
+            Some(token) if peer_auth.accepts(token) => Ok(request),
+            Some(_) => Err(Status::unauthenticated(
+                "the peer token is not accepted by this node (rotated out of the Secret?)",
+            )),
+            None => {
+                peer_auth.metrics.unauthenticated("malformed");
+                Err(Status::unauthenticated(format!(
+                    "`{PEER_TOKEN_HEADER}` must be `Bearer <token>`"
+                )))
+            }
+        }
+    }
+}
+
+/// The metadata in which nodes present their peer token to each other, beside the
+/// application token in `authorization` (which nodes without peer tokens check).
+pub use kcache_client::PEER_TOKEN_HEADER;
+
+/// The token of a `Bearer <token>` metadata value.
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    value
+        .strip_prefix(b"Bearer ")
+        .or_else(|| value.strip_prefix(b"bearer "))
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty())
 }
 
 impl tonic::service::Interceptor for PeerGate {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let request = match &mut self.auth {
-            Some(auth) => tonic::service::Interceptor::call(auth, request)?,
-            None => request,
-        };
+        let request = self.check_tokens(request)?;
         if let Some(name) = &self.name {
             let peer = request
                 .extensions()

@@ -19,7 +19,7 @@ use std::time::Duration;
 use kcache_client::{Tls, Token};
 use rustls::pki_types::ServerName;
 
-pub use auth::{Authenticator, PeerGate};
+pub use auth::{Authenticator, PEER_TOKEN_HEADER, PeerGate};
 pub use metrics::SecurityMetrics;
 pub use tls::ServerTls;
 
@@ -33,9 +33,19 @@ pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 pub struct SecurityConfig {
     /// Serve TLS with these files; plaintext when unset.
     pub tls: Option<TlsFiles>,
-    /// Accepted tokens, one a line; the first is what this node sends to its peers.
-    /// No authentication when unset.
+    /// Accepted tokens, one a line; the first is what this node sends to its peers
+    /// (`authorization`). No authentication when unset.
     pub token_file: Option<PathBuf>,
+    /// Tokens only the cluster's nodes hold, one a line; the first is what this node
+    /// sends to its peers in [`PEER_TOKEN_HEADER`]. When set, the Peer service wants
+    /// one of these there and ignores `authorization`; when unset, it takes
+    /// `token_file`'s tokens, so every application holding one could dump the store
+    /// with `Peer.Sync`.
+    pub peer_token_file: Option<PathBuf>,
+    /// With `peer_token_file`, the Peer service also admits calls with no peer token
+    /// but an accepted `authorization`: for the rolling update that introduces peer
+    /// tokens, while nodes that send none still run.
+    pub peer_accepts_app_tokens: bool,
     /// The name peers' certificates must carry when this node calls them; the host of
     /// each peer's address when unset.
     pub peer_server_name: Option<String>,
@@ -81,12 +91,17 @@ pub enum Error {
 pub struct Security {
     /// TLS of the gRPC listener.
     pub tls: Option<ServerTls>,
-    /// The token check on the Cache and Peer services.
+    /// The token check on the Cache service (and on the Peer service without
+    /// `peer_auth`).
     pub auth: Option<Authenticator>,
+    /// The peer token check on the Peer service, with a peer token file.
+    pub peer_auth: Option<Authenticator>,
     /// TLS of this node's connections to its peers (present when it has peers).
     pub peer_tls: Option<Tls>,
-    /// The token this node sends to its peers.
+    /// The token this node sends to its peers in `authorization`.
     pub peer_token: Option<Token>,
+    /// The peer token this node sends in [`PEER_TOKEN_HEADER`].
+    pub node_token: Option<Token>,
     pub metrics: SecurityMetrics,
 }
 
@@ -129,23 +144,36 @@ impl Security {
                 (Some(server), peer)
             }
         };
-        let (auth, peer_token) = match &config.token_file {
-            None => (None, None),
-            Some(path) => {
-                let tokens = auth::read_tokens(path)?;
-                let peer_token = Token::new(&tokens[0])?;
-                (
-                    Some(Authenticator::new(&tokens, metrics.clone())),
-                    Some(peer_token),
-                )
-            }
-        };
+        let tokens = Tokens::read(config)?;
+        let authenticator = |tokens: &Vec<String>| Authenticator::new(tokens, metrics.clone());
+        let first = |tokens: &Vec<String>| Token::new(&tokens[0]);
         Ok(Security {
             tls,
-            auth,
+            auth: tokens.app.as_ref().map(authenticator),
+            peer_auth: tokens.peer.as_ref().map(authenticator),
             peer_tls,
-            peer_token,
+            peer_token: tokens.app.as_ref().map(first).transpose()?,
+            node_token: tokens.peer.as_ref().map(first).transpose()?,
             metrics,
+        })
+    }
+}
+
+/// The tokens of both token files, as last read.
+#[derive(Debug)]
+pub(crate) struct Tokens {
+    /// `--auth-token-file`'s.
+    pub app: Option<Vec<String>>,
+    /// `--peer-token-file`'s.
+    pub peer: Option<Vec<String>>,
+}
+
+impl Tokens {
+    pub fn read(config: &SecurityConfig) -> Result<Tokens, Error> {
+        let read = |path: &Option<PathBuf>| path.as_deref().map(auth::read_tokens).transpose();
+        Ok(Tokens {
+            app: read(&config.token_file)?,
+            peer: read(&config.peer_token_file)?,
         })
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{DEFAULT_RELOAD_INTERVAL, Security, SecurityConfig, auth, tls};
+use super::{DEFAULT_RELOAD_INTERVAL, Security, SecurityConfig, Tokens, tls};
 
 /// The bytes of a set of files as last seen (`None`: unreadable).
 #[derive(Debug, PartialEq, Eq, Default)]
@@ -40,7 +40,11 @@ pub async fn run(config: SecurityConfig, security: Security, mut stop: watch::Re
         .flatten()
         .cloned()
         .collect();
-    let token_paths: Vec<PathBuf> = config.token_file.iter().cloned().collect();
+    let token_paths: Vec<PathBuf> = [&config.token_file, &config.peer_token_file]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
     if tls_paths.is_empty() && token_paths.is_empty() {
         return;
     }
@@ -100,26 +104,39 @@ fn reload_tls(config: &SecurityConfig, security: &Security) {
 }
 
 fn reload_token(config: &SecurityConfig, security: &Security) {
-    let Some(path) = &config.token_file else {
-        return;
-    };
-    let loaded = auth::read_tokens(path).and_then(|tokens| {
-        if let Some(token) = &security.peer_token {
-            token.replace(&tokens[0])?;
+    let loaded = Tokens::read(config).and_then(|tokens| {
+        let sent = [
+            (&security.peer_token, &tokens.app),
+            (&security.node_token, &tokens.peer),
+        ];
+        for (token, file) in sent {
+            if let (Some(token), Some(file)) = (token, file) {
+                token.replace(&file[0])?;
+            }
         }
         Ok(tokens)
     });
     match loaded {
         Ok(tokens) => {
-            if let Some(auth) = &security.auth {
-                auth.replace(&tokens);
+            let accepted = [
+                (&security.auth, &tokens.app),
+                (&security.peer_auth, &tokens.peer),
+            ];
+            for (auth, file) in accepted {
+                if let (Some(auth), Some(file)) = (auth, file) {
+                    auth.replace(file);
+                }
             }
             security.metrics.reloaded("token", true);
-            tracing::info!(file = %path.display(), tokens = tokens.len(), "reloaded the accepted tokens");
+            tracing::info!(
+                tokens = tokens.app.as_ref().map_or(0, Vec::len),
+                peer_tokens = tokens.peer.as_ref().map_or(0, Vec::len),
+                "reloaded the accepted tokens"
+            );
         }
         Err(e) => {
             security.metrics.reloaded("token", false);
-            tracing::error!(error = %e, "the changed token file does not load; keeping the previous tokens");
+            tracing::error!(error = %e, "a changed token file does not load; keeping the previous tokens");
         }
     }
 }

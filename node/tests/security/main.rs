@@ -151,6 +151,8 @@ fn security(tls: Option<TlsFiles>, token_file: Option<&Path>) -> SecurityConfig 
     SecurityConfig {
         tls,
         token_file: token_file.map(Path::to_path_buf),
+        peer_token_file: None,
+        peer_accepts_app_tokens: false,
         peer_server_name: None,
         reload_interval: RELOAD,
     }
@@ -579,4 +581,122 @@ async fn a_cluster_with_mutual_tls_and_tokens_replicates_and_syncs() {
         cluster.views.send_replace(Arc::new(view));
         node.stop().await;
     }
+}
+
+/// Tries `Peer.Sync` on `node` with `token` in `authorization` and `peer_token` as the
+/// peer token: the call that would stream out its store.
+async fn sync_with(
+    node: &SecureNode,
+    token: Option<&str>,
+    peer_token: Option<&str>,
+) -> Result<(), tonic::Status> {
+    let connection = Connection::new(
+        node.grpc.to_string(),
+        ConnectOptions {
+            token: token.map(|t| Token::new(t).unwrap()),
+            peer_token: peer_token.map(|t| Token::new(t).unwrap()),
+            ..ConnectOptions::default()
+        },
+    );
+    let request = SyncRequest {
+        member_id: "intruder".into(),
+    };
+    let mut stream = PeerClient::new(connection)
+        .sync(request)
+        .await?
+        .into_inner();
+    while stream.message().await?.is_some() {}
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_peer_tokens_an_applications_token_does_not_open_the_peer_service() {
+    let tokens = SecretDir::new(&[("token", "app-token\n")]);
+    let peer_tokens = SecretDir::new(&[("token", "peer-1\n")]);
+    let config = || SecurityConfig {
+        peer_token_file: Some(peer_tokens.file("token")),
+        ..security(None, Some(&tokens.file("token")))
+    };
+    let cluster = Cluster {
+        views: watch::Sender::new(Arc::new(View::default())),
+    };
+    let a = SecureNode::start("a", config(), Some((&cluster, 2))).await;
+    let b = SecureNode::start("b", config(), Some((&cluster, 2))).await;
+    cluster
+        .views
+        .send_replace(Arc::new(View::new(vec![a.member("a"), b.member("b")])));
+    let app = client(&a, None, Some("app-token")).await;
+    let write = async |from: usize, to: usize| {
+        for i in from..to {
+            app.set(format!("key-{i}"), "v", SetOptions::default())
+                .await
+                .unwrap();
+        }
+        // Stats on a asks b, through b's Cache service.
+        let stats = app.stats().await.unwrap();
+        let mut items: Vec<_> = stats
+            .nodes
+            .into_iter()
+            .map(|n| (n.node_id, n.items))
+            .collect();
+        items.sort();
+        items
+    };
+    // R=2 on two nodes: every write is replicated, through the Peer services, which
+    // take the peer token the nodes send.
+    let to = |n| [("a".to_owned(), n), ("b".to_owned(), n)];
+    assert_eq!(write(0, 100).await, to(100));
+
+    // The application's token opens the cache, not the Peer service.
+    let status = sync_with(&a, Some("app-token"), None).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status}");
+    assert!(status.message().contains("kcache-peer-token"), "{status}");
+    let status = sync_with(&a, Some("app-token"), Some("app-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status}");
+    assert!(status.message().contains("not accepted"), "{status}");
+    sync_with(&a, None, Some("peer-1")).await.unwrap();
+
+    // The peer token rotates on both nodes: they go on replicating with the new one,
+    // and the old one opens nothing.
+    peer_tokens.update(&[("token", "peer-2\n")]);
+    for node in [&a, &b] {
+        node.wait_for(&token_reloads("ok"), 1).await;
+    }
+    assert_eq!(write(100, 200).await, to(200));
+    let status = sync_with(&b, None, Some("peer-1")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status}");
+    sync_with(&b, None, Some("peer-2")).await.unwrap();
+    for node in [&a, &b] {
+        assert_eq!(node.metric("kcache_replication_errors_total").await, 0);
+    }
+    cluster
+        .views
+        .send_replace(Arc::new(View::new(vec![a.member("a")])));
+    b.stop().await;
+    cluster.views.send_replace(Arc::new(View::default()));
+    a.stop().await;
+
+    // During the rolling update that brings peer tokens, a new node still lets in
+    // the old nodes, which send only the application's token; a wrong peer token is
+    // still refused.
+    let migrating = SecureNode::start(
+        "m",
+        SecurityConfig {
+            peer_accepts_app_tokens: true,
+            ..config()
+        },
+        None,
+    )
+    .await;
+    sync_with(&migrating, Some("app-token"), None)
+        .await
+        .unwrap();
+    sync_with(&migrating, None, Some("peer-2")).await.unwrap();
+    for (token, peer_token) in [(Some("guess"), None), (Some("app-token"), Some("guess"))] {
+        let status = sync_with(&migrating, token, peer_token).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status}");
+    }
+    migrating.stop().await;
 }

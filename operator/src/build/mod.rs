@@ -7,6 +7,7 @@ pub mod meta;
 mod monitoring;
 mod network;
 pub mod node;
+pub mod peer_token;
 mod rbac;
 mod services;
 pub mod settings;
@@ -57,6 +58,10 @@ pub struct Cluster<'a> {
     pub namespace: String,
     pub settings: NodeSettings,
     pub options: &'a BuildOptions,
+    /// With spec.auth: nodes still admit peers that send no peer token (see
+    /// [`peer_token::migrating`]). The reconciler sets it from the running
+    /// StatefulSet; a new cluster never needs it.
+    pub peer_tokens_migrating: bool,
 }
 
 impl<'a> Cluster<'a> {
@@ -72,6 +77,7 @@ impl<'a> Cluster<'a> {
             namespace: resource.namespace().unwrap_or_else(|| "default".to_owned()),
             settings: NodeSettings::resolve(&resource.spec)?,
             options,
+            peer_tokens_migrating: false,
         })
     }
 

@@ -9,10 +9,10 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kcache_crd::units;
 
-use super::Cluster;
 use super::meta::{
     ADMIN_PORT, ADMIN_PORT_NAME, GRPC_PORT, GRPC_PORT_NAME, REDIS_PORT_NAME, headless_service_name,
 };
+use super::{Cluster, peer_token};
 
 /// The container's name; `kubectl logs pod -c node`.
 pub const CONTAINER_NAME: &str = "node";
@@ -27,9 +27,12 @@ pub const RUN_AS: i64 = 65532;
 pub const TLS_DIR: &str = "/etc/kcache/tls";
 /// Where spec.auth's Secret is mounted; its key is the file `token`.
 pub const AUTH_DIR: &str = "/etc/kcache/auth";
+/// Where the peer token's Secret is mounted (with spec.auth).
+pub const PEER_AUTH_DIR: &str = "/etc/kcache/peer-auth";
 /// The volumes of those Secrets.
 pub const TLS_VOLUME: &str = "tls";
 pub const AUTH_VOLUME: &str = "auth";
+pub const PEER_AUTH_VOLUME: &str = "peer-auth";
 /// Secret files readable by the node's group only (the pod's fsGroup), not by
 /// every user in the container.
 const SECRET_MODE: i32 = 0o440;
@@ -102,6 +105,14 @@ pub fn args(cluster: &Cluster<'_>) -> Vec<String> {
     }
     if spec.auth.is_some() {
         args.push(format!("--auth-token-file={AUTH_DIR}/token"));
+        args.push(format!(
+            "{}={PEER_AUTH_DIR}/{}",
+            peer_token::FILE_FLAG,
+            peer_token::KEY
+        ));
+        if cluster.peer_tokens_migrating {
+            args.push(peer_token::MIGRATING_FLAG.to_owned());
+        }
     }
     let redis = &spec.redis;
     if redis.enabled {
@@ -142,6 +153,8 @@ pub fn volumes(cluster: &Cluster<'_>) -> Option<Vec<Volume>> {
             mode: None,
         };
         volumes.push(secret(AUTH_VOLUME, &auth.secret_name, Some(vec![item])));
+        let name = peer_token::secret_name(&cluster.name);
+        volumes.push(secret(PEER_AUTH_VOLUME, &name, None));
     }
     (!volumes.is_empty()).then_some(volumes)
 }
@@ -160,6 +173,7 @@ fn mounts(cluster: &Cluster<'_>) -> Option<Vec<VolumeMount>> {
     }
     if spec.auth.is_some() {
         mounts.push(mount(AUTH_VOLUME, AUTH_DIR));
+        mounts.push(mount(PEER_AUTH_VOLUME, PEER_AUTH_DIR));
     }
     (!mounts.is_empty()).then_some(mounts)
 }

@@ -507,6 +507,51 @@ fn auth_mounts_the_secret_key_as_the_token_file_and_keeps_grpc_probes() {
     assert_eq!(mounts[0].sub_path, None);
     // Health stays open to tokenless gRPC probes.
     assert!(node(&sts).readiness_probe.clone().unwrap().grpc.is_some());
+
+    // And the peer token the operator generates, which the nodes alone hold; a new
+    // cluster never admits peers without it.
+    assert!(
+        args.iter()
+            .any(|a| a == "--peer-token-file=/etc/kcache/peer-auth/token"),
+        "{args:?}"
+    );
+    assert!(!args.iter().any(|a| a == "--peer-accepts-app-tokens"));
+    let peer = volumes[1].secret.clone().unwrap();
+    assert_eq!(peer.secret_name.as_deref(), Some("demo-peer-token"));
+    assert_eq!(peer.items, None);
+    assert_eq!(volumes[1].name, mounts[1].name);
+    assert_eq!(mounts[1].mount_path, "/etc/kcache/peer-auth");
+}
+
+#[test]
+fn while_peer_tokens_roll_out_the_nodes_admit_peers_without_one() {
+    let cc = cluster(json!({"auth": {"secretName": "demo-tokens"}}));
+    let options = BuildOptions::default();
+    let mut resolved = Cluster::new(&cc, &options).unwrap();
+    resolved.peer_tokens_migrating = true;
+    let sts = Desired::build(&resolved).stateful_set;
+    let args = node(&sts).args.clone().unwrap();
+    assert!(
+        args.iter().any(|a| a == "--peer-accepts-app-tokens"),
+        "{args:?}"
+    );
+}
+
+#[test]
+fn the_peer_token_secret_holds_the_token_and_is_owned_by_the_cluster() {
+    let cc = cluster(json!({"auth": {"secretName": "demo-tokens"}}));
+    let options = BuildOptions::default();
+    let resolved = Cluster::new(&cc, &options).unwrap();
+    let secret = super::peer_token::secret(&resolved, "abc123");
+    assert_eq!(secret.metadata.name.as_deref(), Some("demo-peer-token"));
+    assert_eq!(
+        secret.data.unwrap()["token"].0,
+        b"abc123\n",
+        "the node reads a token a line"
+    );
+    let owner = &secret.metadata.owner_references.unwrap()[0];
+    assert_eq!(owner.kind, "CacheCluster");
+    assert_eq!(owner.controller, Some(true));
 }
 
 #[test]

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kcache_crd::{CacheCluster, CacheClusterStatus};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -18,7 +19,9 @@ use super::Context;
 use super::apply::{ApplyError, apply, apply_dynamic, delete, delete_dynamic, get_opt};
 use crate::Error;
 use crate::build::meta::{FIELD_MANAGER, client_endpoint, selector_string};
-use crate::build::{Cluster, Desired, prometheus_rule_resource, service_monitor_resource};
+use crate::build::{
+    Cluster, Desired, peer_token, prometheus_rule_resource, service_monitor_resource,
+};
 use crate::status::notices::{self, Notice};
 use crate::status::{self, Blocker, Observed};
 
@@ -86,10 +89,16 @@ struct Outcome {
 }
 
 async fn apply_spec(cc: &CacheCluster, ctx: &Context) -> Result<Outcome, Error> {
-    let cluster = match Cluster::new(cc, &ctx.options) {
+    let mut cluster = match Cluster::new(cc, &ctx.options) {
         Ok(cluster) => cluster,
         Err(problems) => return blocked(cc, ctx, Blocker::InvalidSpec(problems)).await,
     };
+    if cc.spec.auth.is_some() {
+        create_peer_token(ctx, &cluster).await?;
+        let running =
+            get_opt::<StatefulSet>(&ctx.client, &cluster.namespace, &cluster.name).await?;
+        cluster.peer_tokens_migrating = peer_token::migrating(running.as_ref());
+    }
     match apply_all(ctx, &cluster).await {
         Ok(sts) => Ok(Outcome {
             stateful_set: Some(sts),
@@ -100,6 +109,21 @@ async fn apply_spec(cc: &CacheCluster, ctx: &Context) -> Result<Outcome, Error> 
             blocked(cc, ctx, Blocker::Rejected { object, message }).await
         }
         Err(ApplyError::Kube(error)) => Err(error.into()),
+    }
+}
+
+/// Creates the cluster's peer token Secret unless it exists: created once, never
+/// rewritten (a new token on every reconcile would lock the nodes out of each other).
+async fn create_peer_token(ctx: &Context, cluster: &Cluster<'_>) -> Result<(), Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &cluster.namespace);
+    let secret = peer_token::secret(cluster, &peer_token::generate());
+    match secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) => {
+            tracing::info!(cluster = %cluster.name, "generated the peer token");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(error) => Err(error.into()),
     }
 }
 

@@ -1,0 +1,184 @@
+//! The Secret of a cluster's peer token: with spec.auth, the nodes present it to each
+//! other's Peer service (whose `Sync` streams out the whole store), which takes no
+//! other credential, so the applications holding spec.auth's token use the cache but
+//! cannot dump it. The operator generates it once and never rewrites it; deleting it
+//! makes the operator generate a new one (the nodes reload it without a restart,
+//! refusing each other's calls until every node has read it).
+//!
+//! Bringing peer tokens to a running cluster takes two rollouts, so that no node
+//! refuses a peer at any point: first every node learns the peer token and sends it
+//! while it still admits peers that send only the application token
+//! (`--peer-accepts-app-tokens`); once that rollout is complete, the flag goes.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Secret;
+
+use super::Cluster;
+use super::meta::owned_meta;
+use super::node::CONTAINER_NAME;
+
+/// The key of the token in the Secret.
+pub const KEY: &str = "token";
+/// The node flag of the first rollout.
+pub const MIGRATING_FLAG: &str = "--peer-accepts-app-tokens";
+/// The node flag that gives nodes peer tokens (its value is the file).
+pub const FILE_FLAG: &str = "--peer-token-file";
+
+pub fn secret_name(cluster: &str) -> String {
+    format!("{cluster}-peer-token")
+}
+
+/// The Secret holding `token`.
+pub fn secret(cluster: &Cluster<'_>, token: &str) -> Secret {
+    Secret {
+        metadata: owned_meta(cluster, secret_name(&cluster.name)),
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([(
+            KEY.to_owned(),
+            ByteString(format!("{token}\n").into_bytes()),
+        )])),
+        ..Secret::default()
+    }
+}
+
+/// A new token: 32 bytes from the thread's CSPRNG, as hex.
+pub fn generate() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether the nodes about to be rolled out must still admit peers that send no
+/// peer token, judged by the StatefulSet that runs now: yes while some running node
+/// may predate peer tokens (none had them, or the rollout that brought them is not
+/// complete); no for a new cluster, and no once they are everywhere.
+pub fn migrating(current: Option<&StatefulSet>) -> bool {
+    let Some(sts) = current else {
+        return false;
+    };
+    let args: &[String] = sts
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.spec.as_ref())
+        .and_then(|pod| pod.containers.iter().find(|c| c.name == CONTAINER_NAME))
+        .and_then(|c| c.args.as_deref())
+        .unwrap_or_default();
+    let has = |flag: &str| {
+        args.iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    };
+    if !has(FILE_FLAG) {
+        return true;
+    }
+    has(MIGRATING_FLAG) && !rolled_out(sts)
+}
+
+/// Whether every pod of `sts` runs its current template.
+fn rolled_out(sts: &StatefulSet) -> bool {
+    let Some(status) = &sts.status else {
+        return false;
+    };
+    let wanted = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let observed = status.observed_generation.unwrap_or(0) >= sts.metadata.generation.unwrap_or(0);
+    observed
+        && status.current_revision.is_some()
+        && status.current_revision == status.update_revision
+        && status.updated_replicas.unwrap_or(0) >= wanted
+        && status.replicas <= wanted
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::{StatefulSetSpec, StatefulSetStatus};
+    use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn sts(args: &[&str], revisions: (&str, &str), updated: i32) -> StatefulSet {
+        StatefulSet {
+            metadata: ObjectMeta {
+                generation: Some(4),
+                ..ObjectMeta::default()
+            },
+            spec: Some(StatefulSetSpec {
+                replicas: Some(3),
+                template: PodTemplateSpec {
+                    spec: Some(PodSpec {
+                        containers: vec![Container {
+                            name: CONTAINER_NAME.to_owned(),
+                            args: Some(args.iter().map(|a| (*a).to_owned()).collect()),
+                            ..Container::default()
+                        }],
+                        ..PodSpec::default()
+                    }),
+                    ..PodTemplateSpec::default()
+                },
+                ..StatefulSetSpec::default()
+            }),
+            status: Some(StatefulSetStatus {
+                observed_generation: Some(4),
+                replicas: 3,
+                current_revision: Some(revisions.0.to_owned()),
+                update_revision: Some(revisions.1.to_owned()),
+                updated_replicas: Some(updated),
+                ..StatefulSetStatus::default()
+            }),
+        }
+    }
+
+    const FILE: &str = "--peer-token-file=/etc/kcache/peer-auth/token";
+
+    #[test]
+    fn a_new_cluster_starts_with_peer_tokens_required() {
+        assert!(!migrating(None));
+    }
+
+    #[test]
+    fn nodes_without_peer_tokens_get_them_in_a_rollout_that_still_admits_them() {
+        assert!(migrating(Some(&sts(
+            &["--auth-token-file=/a"],
+            ("r1", "r1"),
+            3
+        ))));
+    }
+
+    #[test]
+    fn the_admitting_flag_stays_until_every_node_runs_the_template_that_has_it() {
+        let flags = [FILE, MIGRATING_FLAG];
+        assert!(migrating(Some(&sts(&flags, ("r1", "r2"), 1))));
+        assert!(migrating(Some(&sts(&flags, ("r1", "r2"), 3))));
+        assert!(migrating(Some(&sts(&flags, ("r2", "r2"), 2))));
+        let mut unobserved = sts(&flags, ("r2", "r2"), 3);
+        unobserved.metadata.generation = Some(5);
+        assert!(migrating(Some(&unobserved)));
+        assert!(!migrating(Some(&sts(&flags, ("r2", "r2"), 3))));
+    }
+
+    #[test]
+    fn a_statefulset_without_status_or_with_pods_to_remove_is_not_rolled_out() {
+        let flags = [FILE, MIGRATING_FLAG];
+        let mut fresh = sts(&flags, ("r2", "r2"), 3);
+        fresh.status = None;
+        assert!(migrating(Some(&fresh)));
+        // Scaled down from 4: a pod of the old template may still be draining.
+        let mut scaled = sts(&flags, ("r2", "r2"), 3);
+        scaled.status.as_mut().unwrap().replicas = 4;
+        assert!(migrating(Some(&scaled)));
+    }
+
+    #[test]
+    fn once_required_peer_tokens_stay_required() {
+        assert!(!migrating(Some(&sts(&[FILE], ("r1", "r2"), 0))));
+    }
+
+    #[test]
+    fn generated_tokens_are_64_hex_digits_and_differ() {
+        let (a, b) = (generate(), generate());
+        assert_eq!(a.len(), 64);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert_ne!(a, b);
+    }
+}
