@@ -222,10 +222,17 @@ impl Connection {
                 .connect(name, tcp)
                 .await
                 .map_err(|e| {
-                    Status::unavailable(format!(
-                        "TLS handshake with {address}: {e} (does the node serve TLS, and does \
-                         its certificate match the CA and the server name?)"
-                    ))
+                    // Under TLS 1.2 the node checks the client's certificate during
+                    // the handshake (under 1.3, after it: see `refused_certificate`).
+                    refused_alert(&e).map_or_else(
+                        || {
+                            Status::unavailable(format!(
+                                "TLS handshake with {address}: {e} (does the node serve TLS, \
+                                 and does its certificate match the CA and the server name?)"
+                            ))
+                        },
+                        |alert| refusal(address, alert),
+                    )
                 })?;
             handshake(stream, address, inner.options.keepalive).await
         };
@@ -585,6 +592,12 @@ fn status_of(e: &h2::Error, address: &str) -> Status {
 /// at another node with the same client CA: neither UNKNOWN (maybe applied) nor
 /// UNAVAILABLE (retry elsewhere) is true.
 fn refused_certificate(e: &h2::Error, address: &str) -> Option<Status> {
+    let alert = refused_alert(e.get_io()?)?;
+    Some(refusal(address, alert))
+}
+
+/// The alert of a TLS error in which the node refused this client's certificate.
+fn refused_alert(io: &std::io::Error) -> Option<rustls::AlertDescription> {
     use rustls::AlertDescription as Alert;
     const REFUSALS: [Alert; 8] = [
         Alert::CertificateRequired,
@@ -596,8 +609,7 @@ fn refused_certificate(e: &h2::Error, address: &str) -> Option<Status> {
         Alert::UnknownCA,
         Alert::AccessDenied,
     ];
-    let io = e.get_io()?;
-    let alert = match io.get_ref()?.downcast_ref::<rustls::Error>() {
+    match io.get_ref()?.downcast_ref::<rustls::Error>() {
         Some(rustls::Error::AlertReceived(alert)) => REFUSALS.into_iter().find(|a| a == alert),
         Some(_) => None,
         // h2 keeps a connection's I/O error as its kind and text only, so the rustls
@@ -608,11 +620,14 @@ fn refused_certificate(e: &h2::Error, address: &str) -> Option<Status> {
                 .into_iter()
                 .find(|a| text == rustls::Error::AlertReceived(*a).to_string())
         }
-    }?;
-    Some(Status::unauthenticated(format!(
+    }
+}
+
+fn refusal(address: &str, alert: rustls::AlertDescription) -> Status {
+    Status::unauthenticated(format!(
         "{address} refused this client's TLS certificate (alert {alert:?}): the node \
          requires mutual TLS with a certificate its client CA issued"
-    )))
+    ))
 }
 
 /// Resets a call's stream when dropped while armed, through its body task.

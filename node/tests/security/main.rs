@@ -170,6 +170,22 @@ async fn client(node: &SecureNode, tls: Option<Tls>, token: Option<&str>) -> Cli
     builder.connect().await.unwrap()
 }
 
+/// A client that speaks TLS 1.2 only, trusts `ca` and presents no certificate.
+fn tls12_trusting(ca: &Ca) -> Tls {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Tls::from_config(config)
+}
+
 fn trusting(ca: &Ca) -> Tls {
     let dir = SecretDir::new(&[("ca.crt", &ca.pem())]);
     Tls::from_pem_files(&dir.file("ca.crt"), None).unwrap()
@@ -273,9 +289,14 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_client_ca() 
     assert!(err.to_string().contains("UnknownCA"), "{err}");
     assert_eq!(err.code(), Some(Code::Unauthenticated), "{err}");
 
+    // Under TLS 1.2 the node refuses during the handshake itself: the same answer.
+    let err = get_error(&client(&node, Some(tls12_trusting(&ca)), None).await).await;
+    assert!(err.to_string().contains("CertificateRequired"), "{err}");
+    assert_eq!(err.code(), Some(Code::Unauthenticated), "{err}");
+
     node.wait_for(
         "kcache_tls_handshake_failures_total{reason=\"handshake\"}",
-        2,
+        3,
     )
     .await;
 
