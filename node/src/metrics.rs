@@ -220,6 +220,7 @@ struct StoreCollector {
     items: IntGauge,
     bytes: IntGauge,
     limit: IntGauge,
+    budget: IntGauge,
     tombstones: IntGauge,
 }
 
@@ -258,6 +259,10 @@ impl StoreCollector {
                 "Bytes charged against the memory limit (keys, values, per-entry overhead).",
             ),
             limit: gauge("memory_limit_bytes", "The memory limit (--max-memory)."),
+            budget: gauge(
+                "memory_budget_bytes",
+                "What the store may hold now: the memory limit, less what resident memory exceeds its allowance by (heap fragmentation).",
+            ),
         }
     }
 
@@ -271,8 +276,14 @@ impl StoreCollector {
         ]
     }
 
-    fn gauges(&self) -> [&IntGauge; 4] {
-        [&self.items, &self.bytes, &self.limit, &self.tombstones]
+    fn gauges(&self) -> [&IntGauge; 5] {
+        [
+            &self.items,
+            &self.bytes,
+            &self.limit,
+            &self.budget,
+            &self.tombstones,
+        ]
     }
 }
 
@@ -296,11 +307,13 @@ impl Collector for StoreCollector {
         for (counter, total) in self.counters().into_iter().zip(totals) {
             counter.inc_by(total.saturating_sub(counter.get()));
         }
-        for (gauge, value) in
-            self.gauges()
-                .into_iter()
-                .zip([stats.items, stats.bytes, stats.limit, stats.tombstones])
-        {
+        for (gauge, value) in self.gauges().into_iter().zip([
+            stats.items,
+            stats.bytes,
+            stats.limit,
+            stats.budget,
+            stats.tombstones,
+        ]) {
             gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
         }
         let counters = self.counters().into_iter().flat_map(|c| c.collect());

@@ -248,7 +248,8 @@ pub async fn serve_with_redis(
             let _ = stop_tx.send(true);
         }
     });
-    tokio::spawn(sweep_expired(store, stop_rx.clone()));
+    tokio::spawn(sweep_expired(store.clone(), stop_rx.clone()));
+    tokio::spawn(crate::memory::guard(store, stop_rx.clone()));
 
     tracing::info!(
         grpc = %grpc.local_addr()?,

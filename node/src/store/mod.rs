@@ -58,6 +58,10 @@ pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// NTP runs; one that is hours ahead is corrupt (or u64::MAX), and taking it would
 /// pin the key against every later write and push this node's clock along with it.
 pub const MAX_VERSION_AHEAD: Duration = Duration::from_secs(3600);
+/// [`Store::set_budget`] never takes the budget below this fraction (1/n) of the
+/// memory limit: past that, resident memory is growing for reasons eviction cannot
+/// answer (connections, streams), and emptying the cache would only add misses.
+pub const MIN_BUDGET_SHARE: u64 = 2;
 /// Shards per store: enough that two cores rarely contend on one lock, few enough that
 /// the fixed cost per shard stays small.
 const SHARDS: usize = 64;
@@ -176,6 +180,9 @@ pub struct StoreStats {
     /// Bytes charged against the limit (keys, values, per-entry overhead).
     pub bytes: u64,
     pub limit: u64,
+    /// What the store may hold now: `limit`, or less while the resident-memory guard
+    /// lowers it ([`Store::set_budget`]).
+    pub budget: u64,
     /// Heap bytes of slabs, indexes and sketches, some of which is charged per entry.
     pub structure_bytes: u64,
     pub hits: u64,
@@ -209,6 +216,12 @@ pub struct Store {
     limits: Limits,
     /// Bytes charged store-wide; the sum of the shards' published bytes.
     used: AtomicU64,
+    /// What the store may hold now: `max_memory`, less what [`Store::set_budget`]
+    /// takes away while the process's resident memory is over its allowance.
+    budget: AtomicU64,
+    /// Entries evicted to make room for writes (not those [`Store::set_budget`]
+    /// evicts): how the resident-memory guard tells a store churning through writes.
+    write_evictions: AtomicU64,
     clock: Arc<dyn Clock>,
     hlc: Hlc,
 }
@@ -234,8 +247,10 @@ impl Store {
         Self {
             shards,
             hasher,
+            budget: AtomicU64::new(limits.max_memory),
             limits,
             used: AtomicU64::new(0),
+            write_evictions: AtomicU64::new(0),
             clock,
             hlc: Hlc::default(),
         }
@@ -243,6 +258,58 @@ impl Store {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// What the store may hold now (bytes as [`charge`] counts them): the memory
+    /// limit, unless [`Store::set_budget`] lowered it.
+    pub fn budget(&self) -> u64 {
+        self.budget.load(Ordering::Relaxed)
+    }
+
+    /// Lets the store hold `bytes` (clamped to [`MIN_BUDGET_SHARE`] of the memory
+    /// limit at least, and to the limit at most), evicting at once what no longer
+    /// fits. The resident-memory guard lowers it while heap the allocator holds but
+    /// cannot reuse (fragmentation) keeps the process over its allowance.
+    pub fn set_budget(&self, bytes: u64) {
+        let max = self.limits.max_memory;
+        let budget = bytes.clamp(max / MIN_BUDGET_SHARE, max);
+        self.budget.store(budget, Ordering::Relaxed);
+        // One entry from each shard in turn, so the shards shrink alike (each keeps
+        // its own least valuable entries) rather than the first ones emptying.
+        let now = self.clock.monotonic_ms();
+        let mut evicted = true;
+        while evicted && self.used.load(Ordering::Relaxed) > self.budget() {
+            evicted = false;
+            for shard in self.shards.iter() {
+                let mut shard = shard.lock();
+                if shard.evict_one(now, None) {
+                    self.publish(&mut shard);
+                    evicted = true;
+                }
+                if self.used.load(Ordering::Relaxed) <= self.budget() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Entries evicted so far to make room for writes (evictions by
+    /// [`Store::set_budget`] are not counted).
+    pub fn write_evictions(&self) -> u64 {
+        self.write_evictions.load(Ordering::Relaxed)
+    }
+
+    /// Evicts from one shard (sparing `spare`) until the store is within its budget
+    /// or the shard has nothing left to evict.
+    fn evict_to_budget(&self, shard: &mut Shard, now: u64, spare: Option<u32>) {
+        let mut evicted = 0;
+        while self.used.load(Ordering::Relaxed) > self.budget() && shard.evict_one(now, spare) {
+            self.publish(shard);
+            evicted += 1;
+        }
+        if evicted > 0 {
+            self.write_evictions.fetch_add(evicted, Ordering::Relaxed);
+        }
     }
 
     /// A fresh version, above every version this store issued or applied (for a
@@ -368,7 +435,7 @@ impl Store {
         })
     }
 
-    /// Evicts until the store is within its limit: first from the shard just written
+    /// Evicts until the store is within its budget: first from the shard just written
     /// (sparing the new entry), then from the others.
     fn make_room(
         &self,
@@ -378,22 +445,14 @@ impl Store {
         now: u64,
     ) {
         self.publish(&mut shard);
-        while self.used.load(Ordering::Relaxed) > self.limits.max_memory
-            && shard.evict_one(now, written)
-        {
-            self.publish(&mut shard);
-        }
+        self.evict_to_budget(&mut shard, now, written);
         drop(shard);
         for step in 1..SHARDS {
-            if self.used.load(Ordering::Relaxed) <= self.limits.max_memory {
+            if self.used.load(Ordering::Relaxed) <= self.budget() {
                 return;
             }
             let mut other = self.shards[(index + step) % SHARDS].lock();
-            while self.used.load(Ordering::Relaxed) > self.limits.max_memory
-                && other.evict_one(now, None)
-            {
-                self.publish(&mut other);
-            }
+            self.evict_to_budget(&mut other, now, None);
         }
     }
 
@@ -753,6 +812,7 @@ impl Store {
     pub fn stats(&self) -> StoreStats {
         let mut stats = StoreStats {
             limit: self.limits.max_memory,
+            budget: self.budget(),
             ..StoreStats::default()
         };
         for shard in self.shards.iter() {

@@ -273,6 +273,63 @@ fn writes_far_beyond_the_limit_keep_the_charged_bytes_within_it() {
 }
 
 #[test]
+fn a_lowered_budget_evicts_at_once_from_every_shard_and_writes_keep_to_it() {
+    let limit = 1 << 20;
+    let (store, _) = store_with(Limits {
+        max_memory: limit,
+        ..Limits::default()
+    });
+    for i in 0..20_000u32 {
+        store
+            .set(&i.to_be_bytes(), &[7; 100], Ttl::Never, Condition::Always)
+            .unwrap();
+    }
+    let full = store.stats();
+    assert!(full.bytes > limit * 95 / 100, "{full:?}");
+    let per_shard: Vec<usize> = store.shards.iter().map(|s| s.lock().len()).collect();
+
+    let by_writes = store.write_evictions();
+    assert!(by_writes > 0);
+    store.set_budget(limit * 3 / 4);
+    assert_eq!(
+        store.write_evictions(),
+        by_writes,
+        "the budget's evictions are not the writes'"
+    );
+    let lowered = store.stats();
+    assert_eq!(lowered.budget, limit * 3 / 4);
+    assert!(lowered.bytes <= limit * 3 / 4, "{lowered:?}");
+    assert!(
+        lowered.bytes > limit * 3 / 4 - 4 * charge(105),
+        "{lowered:?}"
+    );
+    // Every shard gave up about a quarter, none was emptied.
+    for (shard, before) in store.shards.iter().zip(per_shard) {
+        let after = shard.lock().len();
+        assert!(after < before && after > before / 2, "{after} of {before}");
+    }
+    for i in 20_000..40_000u32 {
+        store
+            .set(&i.to_be_bytes(), &[7; 100], Ttl::Never, Condition::Always)
+            .unwrap();
+        assert!(store.used.load(Ordering::Relaxed) <= limit * 3 / 4);
+    }
+
+    // Never below half the limit, never above it; raised, writes fill it again.
+    store.set_budget(0);
+    assert_eq!(store.stats().budget, limit / MIN_BUDGET_SHARE);
+    assert!(store.stats().bytes <= limit / 2);
+    store.set_budget(u64::MAX);
+    assert_eq!(store.stats().budget, limit);
+    for i in 40_000..60_000u32 {
+        store
+            .set(&i.to_be_bytes(), &[7; 100], Ttl::Never, Condition::Always)
+            .unwrap();
+    }
+    assert!(store.stats().bytes > limit * 95 / 100);
+}
+
+#[test]
 fn a_value_bigger_than_a_shard_still_fits_by_evicting_elsewhere() {
     let (store, _) = store_with(Limits {
         max_memory: 256 << 10,

@@ -1,0 +1,189 @@
+//! The resident-memory guard: keeps the process's resident memory within its base
+//! plus `--max-memory` (and a little slack), whatever the allocator makes of the
+//! store's entries.
+//!
+//! The store charges every entry the block the allocator hands out and a share of
+//! fragmentation ([`crate::store::charge`]), which holds resident memory near the
+//! limit while value sizes stay alike. When they change (small values evicted for
+//! large ones), the holes the small ones leave are too small for the large ones, and
+//! the heap grows past the limit (1.44x under `tests/memory.rs`'s flood) until the
+//! last small entries are gone; the free memory then stays resident. No allocator
+//! answers that on its own (a slab empties only when every entry in it is evicted),
+//! so the guard measures: every [`INTERVAL`] it reads resident memory, and while it
+//! is over the allowance it lowers the store's budget by the excess, which evicts at
+//! once and makes later writes reuse freed memory instead of growing the heap, and
+//! asks the allocator to hand whole free pages back, which lets the budget rise
+//! again. Redis counts its buffers and the allocator's overhead against `maxmemory`
+//! for the same reason.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::store::Store;
+
+/// How often resident memory is read: often enough that a write flood (hundreds of
+/// MB/s) overshoots by a few MB at most; a read of /proc/self/status costs some
+/// microseconds.
+pub const INTERVAL: Duration = Duration::from_millis(10);
+/// Bytes of budget taken per byte of resident memory over the allowance while
+/// writes are evicting entries. Evicting what the excess is worth is not enough
+/// then: small entries freed at random leave holes that large values cannot use
+/// until most of their neighbours are gone too, so the heap would go on growing;
+/// taking several times the excess gets the store past the change sooner, and the
+/// trims give the pages back. Without writes evicting (reads on many connections
+/// growing buffers), the excess is taken once: eight times as much halved a full
+/// 64 MiB store under a 500-connection read benchmark.
+const CHURN_GAIN: u64 = 8;
+/// How long after the last eviction for a write the store still counts as churning:
+/// long enough to span a budget raised after a trim, which writes fill without
+/// evicting.
+const CHURN_MEMORY: Duration = Duration::from_secs(1);
+/// The least time between two allocator trims: a trim walks every arena's free lists
+/// under its lock, a millisecond or more on a large heap.
+const TRIM_EVERY: Duration = Duration::from_millis(100);
+
+/// The process's resident memory in bytes (Linux), or None where it cannot be read.
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb << 10)
+}
+
+/// What the guard allows and how far over it the process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowance {
+    /// Resident memory when the node started, before any entry.
+    pub base: u64,
+    /// Room above `base + max_memory` for what grows without entries (connection
+    /// buffers, streams): a 64th of the limit, at least 4 MiB.
+    pub slack: u64,
+    pub max_memory: u64,
+}
+
+impl Allowance {
+    pub fn new(base: u64, max_memory: u64) -> Self {
+        Self {
+            base,
+            slack: (max_memory / 64).max(4 << 20),
+            max_memory,
+        }
+    }
+
+    /// The resident memory the guard holds the process to.
+    pub fn resident(&self) -> u64 {
+        self.base + self.max_memory + self.slack
+    }
+
+    /// The store's budget at this resident memory: the limit less the excess, or
+    /// less [`CHURN_GAIN`] times it while writes are evicting (`churning`).
+    pub fn budget(&self, resident: u64, churning: bool) -> u64 {
+        let excess = resident.saturating_sub(self.resident());
+        let gain = if churning { CHURN_GAIN } else { 1 };
+        self.max_memory.saturating_sub(excess.saturating_mul(gain))
+    }
+}
+
+/// Runs until `stop`: reads resident memory every [`INTERVAL`] and sets the store's
+/// budget from it. Does nothing where resident memory cannot be read.
+pub async fn guard(store: Arc<Store>, mut stop: watch::Receiver<bool>) {
+    let Some(base) = resident_bytes() else {
+        tracing::warn!(
+            "resident memory cannot be read here: the store keeps to --max-memory alone"
+        );
+        return;
+    };
+    let allowance = Allowance::new(base, store.limits().max_memory);
+    tracing::info!(
+        base,
+        allowance = allowance.resident(),
+        "resident memory guard: the store's budget shrinks while resident memory is over the allowance"
+    );
+    let mut tick = tokio::time::interval(INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_trim: Option<Instant> = None;
+    let mut evictions = store.write_evictions();
+    let mut last_churn: Option<Instant> = None;
+    let mut trimming: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let Some(resident) = resident_bytes() else {
+            continue;
+        };
+        let evicted = store.write_evictions();
+        if evicted != evictions {
+            evictions = evicted;
+            last_churn = Some(Instant::now());
+        }
+        let churning = last_churn.is_some_and(|at| at.elapsed() < CHURN_MEMORY);
+        let budget = allowance.budget(resident, churning);
+        if budget != store.budget() {
+            store.set_budget(budget);
+        }
+        if budget < allowance.max_memory
+            && trimming.as_ref().is_none_or(|t| t.is_finished())
+            && last_trim.is_none_or(|at| at.elapsed() >= TRIM_EVERY)
+        {
+            last_trim = Some(Instant::now());
+            trimming = Some(tokio::task::spawn_blocking(trim_allocator));
+        }
+    }
+}
+
+/// Asks glibc to give free pages inside its heaps back to the kernel (it returns
+/// only the top of a heap on its own). Live allocations stay where they are.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn trim_allocator() {
+    // SAFETY: malloc_trim takes no pointers and glibc serialises it with every other
+    // allocator call; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Other allocators (musl, macOS) have no such call.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_allocator() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_falls_by_the_excess_or_eight_times_it_while_writes_evict() {
+        let a = Allowance::new(20 << 20, 64 << 20);
+        assert_eq!(a.slack, 4 << 20);
+        assert_eq!(a.resident(), 88 << 20);
+        for churning in [false, true] {
+            assert_eq!(a.budget(10 << 20, churning), 64 << 20);
+            assert_eq!(a.budget(88 << 20, churning), 64 << 20);
+            assert_eq!(a.budget(500 << 20, churning), 0);
+        }
+        assert_eq!(a.budget(90 << 20, false), 62 << 20);
+        assert_eq!(a.budget(90 << 20, true), 48 << 20);
+        // A 64th of a large limit.
+        assert_eq!(Allowance::new(0, 4 << 30).slack, 64 << 20);
+    }
+
+    #[test]
+    fn resident_memory_grows_with_what_the_process_touches() {
+        let before = resident_bytes().expect("Linux has /proc/self/status");
+        let touched = vec![1u8; 64 << 20];
+        std::hint::black_box(&touched);
+        let after = resident_bytes().unwrap();
+        assert!(after >= before + (60 << 20), "{before} then {after}");
+        drop(touched);
+    }
+}
