@@ -4,6 +4,7 @@
 //! no clap, indicatif or hdrhistogram; a library as well as a binary so tests can drive
 //! it in-process with their own stdin and output buffers. `src/main.rs` only parses and
 //! exits.
+#![forbid(unsafe_code)]
 
 mod args;
 pub mod bench;

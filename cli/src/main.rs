@@ -1,4 +1,5 @@
 //! The `kcache` CLI: parse, run one command on a Tokio runtime, exit with its code.
+#![forbid(unsafe_code)]
 
 use std::{io, process::ExitCode};
 

@@ -13,6 +13,7 @@
 //! # Ok(())
 //! # }
 //! ```
+#![forbid(unsafe_code)]
 
 mod address;
 mod balancer;

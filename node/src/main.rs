@@ -41,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
         anti_entropy: Some(args.anti_entropy_interval).filter(|d| !d.is_zero()),
         advertise: args.advertise_addr(),
         redis_cluster_mode: args.redis_cluster_mode,
+        memory_guard: true,
     };
     serve_with_redis(config, grpc, admin, redis, shutdown_signal()).await?;
     Ok(())

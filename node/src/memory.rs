@@ -19,30 +19,43 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
 use tokio::sync::watch;
 
-use crate::store::Store;
+use crate::store::{MIN_BUDGET_SHARE, Store};
 
 /// How often resident memory is read: often enough that a write flood (hundreds of
 /// MB/s) overshoots by a few MB at most; a read of /proc/self/status costs some
 /// microseconds.
 pub const INTERVAL: Duration = Duration::from_millis(10);
 /// Bytes of budget taken per byte of resident memory over the allowance while
-/// writes are evicting entries. Evicting what the excess is worth is not enough
-/// then: small entries freed at random leave holes that large values cannot use
-/// until most of their neighbours are gone too, so the heap would go on growing;
-/// taking several times the excess gets the store past the change sooner, and the
-/// trims give the pages back. Without writes evicting (reads on many connections
-/// growing buffers), the excess is taken once: eight times as much halved a full
-/// 64 MiB store under a 500-connection read benchmark.
-const CHURN_GAIN: u64 = 8;
-/// How long after the last eviction for a write the store still counts as churning:
-/// long enough to span a budget raised after a trim, which writes fill without
-/// evicting.
-const CHURN_MEMORY: Duration = Duration::from_secs(1);
-/// The least time between two allocator trims: a trim walks every arena's free lists
-/// under its lock, a millisecond or more on a large heap.
+/// resident memory is still rising (it rose by [`RISE`] within a [`WINDOW`] in the
+/// last [`RECENT`]) and writes are evicting entries (in the last [`RECENT`]).
+/// Evicting what the excess is worth is not enough then: small entries freed at
+/// random leave holes that large values cannot use until most of their neighbours
+/// are gone too, so the heap goes on growing; taking several times the excess gets
+/// the store past the change sooner, and the trims give the pages back. Otherwise
+/// the excess is taken once: 8x on either sign alone halved a full 64 MiB node
+/// under `redis-benchmark -c 500` (buffers rise with connections; writes to a full
+/// store always evict).
+const STRONG_GAIN: u64 = 8;
+/// Growth that counts as rising, within [`WINDOW`] readings.
+const RISE: u64 = 512 << 10;
+const WINDOW: usize = 10;
+/// How long a rise or a write's eviction counts: long enough to span a budget
+/// raised after a trim, which writes fill before the heap grows again.
+const RECENT: Duration = Duration::from_secs(1);
+/// Entries one lowering of the budget evicts at most (the rest at the next reading):
+/// some milliseconds of a blocking thread.
+const EVICTIONS_PER_STEP: usize = 65_536;
+/// The least and the most time between two allocator trims: a trim walks every
+/// arena's free lists under its lock, a millisecond or more on a large heap, so
+/// while trims give nothing back (the excess is live memory) they back off.
 const TRIM_EVERY: Duration = Duration::from_millis(100);
+const TRIM_AT_MOST_EVERY: Duration = Duration::from_secs(5);
+/// Failed readings of resident memory in a row after which the budget goes back to
+/// the limit rather than stay where the last reading left it.
+const FAILED_READINGS: u32 = 3;
 
 /// The process's resident memory in bytes (Linux), or None where it cannot be read.
 pub fn resident_bytes() -> Option<u64> {
@@ -84,16 +97,17 @@ impl Allowance {
     }
 
     /// The store's budget at this resident memory: the limit less the excess, or
-    /// less [`CHURN_GAIN`] times it while writes are evicting (`churning`).
-    pub fn budget(&self, resident: u64, churning: bool) -> u64 {
+    /// less [`STRONG_GAIN`] times it (`strong`: rising while writes evict).
+    pub fn budget(&self, resident: u64, strong: bool) -> u64 {
         let excess = resident.saturating_sub(self.resident());
-        let gain = if churning { CHURN_GAIN } else { 1 };
+        let gain = if strong { STRONG_GAIN } else { 1 };
         self.max_memory.saturating_sub(excess.saturating_mul(gain))
     }
 }
 
 /// Runs until `stop`: reads resident memory every [`INTERVAL`] and sets the store's
-/// budget from it. Does nothing where resident memory cannot be read.
+/// budget from it. Does nothing where resident memory cannot be read. One per
+/// process: resident memory is the whole process's (`NodeConfig::memory_guard`).
 pub async fn guard(store: Arc<Store>, mut stop: watch::Receiver<bool>) {
     let Some(base) = resident_bytes() else {
         tracing::warn!(
@@ -109,67 +123,133 @@ pub async fn guard(store: Arc<Store>, mut stop: watch::Receiver<bool>) {
     );
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_trim: Option<Instant> = None;
+    let mut recent = std::collections::VecDeque::with_capacity(WINDOW);
+    let mut last_rise: Option<Instant> = None;
     let mut evictions = store.write_evictions();
-    let mut last_churn: Option<Instant> = None;
-    let mut trimming: Option<tokio::task::JoinHandle<()>> = None;
+    let mut last_eviction: Option<Instant> = None;
+    let mut failed = 0;
+    let mut trim = Trim::default();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
         let Some(resident) = resident_bytes() else {
+            failed += 1;
+            if failed == FAILED_READINGS {
+                tracing::warn!(
+                    "resident memory cannot be read any more: the store's budget goes back to --max-memory"
+                );
+                store.set_budget(u64::MAX, 0);
+            }
             continue;
         };
+        failed = 0;
+        if recent.len() == WINDOW {
+            recent.pop_front();
+        }
+        recent.push_back(resident);
+        let lowest = recent.iter().copied().min().unwrap_or(resident);
+        if resident > allowance.resident() && resident - lowest >= RISE {
+            last_rise = Some(Instant::now());
+        }
         let evicted = store.write_evictions();
         if evicted != evictions {
             evictions = evicted;
-            last_churn = Some(Instant::now());
+            last_eviction = Some(Instant::now());
         }
-        let churning = last_churn.is_some_and(|at| at.elapsed() < CHURN_MEMORY);
-        let budget = allowance.budget(resident, churning);
-        if budget != store.budget() {
-            store.set_budget(budget);
+        let recent = |at: Option<Instant>| at.is_some_and(|at| at.elapsed() < RECENT);
+        let strong = recent(last_rise) && recent(last_eviction);
+        let floor = allowance.max_memory / MIN_BUDGET_SHARE;
+        let budget = allowance.budget(resident, strong).max(floor);
+        if budget > store.budget() {
+            store.set_budget(budget, 0);
+        } else if budget < store.budget() || store.used() > budget {
+            let store = store.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || store.set_budget(budget, EVICTIONS_PER_STEP))
+                    .await;
         }
-        if budget < allowance.max_memory
-            && trimming.as_ref().is_none_or(|t| t.is_finished())
-            && last_trim.is_none_or(|at| at.elapsed() >= TRIM_EVERY)
-        {
-            last_trim = Some(Instant::now());
-            trimming = Some(tokio::task::spawn_blocking(trim_allocator));
+        if budget < allowance.max_memory {
+            trim.maybe();
         }
+    }
+}
+
+/// Allocator trims, one at a time, backing off while they give nothing back.
+#[derive(Debug)]
+struct Trim {
+    running: Option<tokio::task::JoinHandle<bool>>,
+    last: Option<Instant>,
+    every: Duration,
+}
+
+impl Default for Trim {
+    fn default() -> Self {
+        Self {
+            running: None,
+            last: None,
+            every: TRIM_EVERY,
+        }
+    }
+}
+
+impl Trim {
+    fn maybe(&mut self) {
+        if let Some(running) = &self.running {
+            if !running.is_finished() {
+                return;
+            }
+            let released = self
+                .running
+                .take()
+                .and_then(|t| t.now_or_never())
+                .and_then(Result::ok)
+                .unwrap_or(false);
+            self.every = if released {
+                TRIM_EVERY
+            } else {
+                (self.every * 2).min(TRIM_AT_MOST_EVERY)
+            };
+        }
+        if self.last.is_some_and(|at| at.elapsed() < self.every) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        self.running = Some(tokio::task::spawn_blocking(trim_allocator));
     }
 }
 
 /// Asks glibc to give free pages inside its heaps back to the kernel (it returns
 /// only the top of a heap on its own). Live allocations stay where they are.
+/// Returns whether it released anything.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
-fn trim_allocator() {
+fn trim_allocator() -> bool {
     // SAFETY: malloc_trim takes no pointers and glibc serialises it with every other
     // allocator call; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    unsafe { libc::malloc_trim(0) == 1 }
 }
 
 /// Other allocators (musl, macOS) have no such call.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim_allocator() {}
+fn trim_allocator() -> bool {
+    false
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_budget_falls_by_the_excess_or_eight_times_it_while_writes_evict() {
+    fn the_budget_falls_by_the_excess_or_eight_times_it_while_rising_under_writes() {
         let a = Allowance::new(20 << 20, 64 << 20);
         assert_eq!(a.slack, 4 << 20);
         assert_eq!(a.resident(), 88 << 20);
-        for churning in [false, true] {
-            assert_eq!(a.budget(10 << 20, churning), 64 << 20);
-            assert_eq!(a.budget(88 << 20, churning), 64 << 20);
-            assert_eq!(a.budget(500 << 20, churning), 0);
+        for strong in [false, true] {
+            assert_eq!(a.budget(10 << 20, strong), 64 << 20);
+            assert_eq!(a.budget(88 << 20, strong), 64 << 20);
+            assert_eq!(a.budget(500 << 20, strong), 0);
         }
         assert_eq!(a.budget(90 << 20, false), 62 << 20);
         assert_eq!(a.budget(90 << 20, true), 48 << 20);
@@ -178,6 +258,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn resident_memory_grows_with_what_the_process_touches() {
         let before = resident_bytes().expect("Linux has /proc/self/status");
         let touched = vec![1u8; 64 << 20];

@@ -68,6 +68,10 @@ pub struct NodeConfig {
     pub security: SecurityConfig,
     /// How the Redis port (when there is one) presents the cluster.
     pub redis_cluster_mode: crate::resp::ClusterMode,
+    /// Hold the process's resident memory near `limits.max_memory` above its base
+    /// ([`crate::memory`]): on in the node binary, off for nodes a test runs in its
+    /// own process (resident memory is the whole process's).
+    pub memory_guard: bool,
 }
 
 impl NodeConfig {
@@ -84,6 +88,7 @@ impl NodeConfig {
             advertise: None,
             security: SecurityConfig::default(),
             redis_cluster_mode: crate::resp::ClusterMode::Standalone,
+            memory_guard: false,
         }
     }
 }
@@ -249,7 +254,9 @@ pub async fn serve_with_redis(
         }
     });
     tokio::spawn(sweep_expired(store.clone(), stop_rx.clone()));
-    tokio::spawn(crate::memory::guard(store, stop_rx.clone()));
+    if config.memory_guard {
+        tokio::spawn(crate::memory::guard(store, stop_rx.clone()));
+    }
 
     tracing::info!(
         grpc = %grpc.local_addr()?,

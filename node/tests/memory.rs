@@ -132,7 +132,7 @@ async fn a_flood_of_mixed_sizes_keeps_resident_memory_within_a_tenth_of_the_limi
 /// them. The store's charges cannot see that; the node's resident-memory guard
 /// (`src/memory.rs`) does, and evicts harder and trims the allocator while resident
 /// memory is over its allowance. Measured at 64 MiB: peak growth 1.44x the limit
-/// without the guard, 1.04-1.07x with it (1.05x at `FLOOD_MIB=256`).
+/// without the guard, 1.03-1.07x with it (1.05x at `FLOOD_MIB=256`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_whose_value_sizes_change_keeps_resident_memory_within_a_tenth_of_the_limit() {
     flood(&[(&SMALL, 5), (&LARGE, 5)]).await;

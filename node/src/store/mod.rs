@@ -62,6 +62,11 @@ pub const MAX_VERSION_AHEAD: Duration = Duration::from_secs(3600);
 /// memory limit: past that, resident memory is growing for reasons eviction cannot
 /// answer (connections, streams), and emptying the cache would only add misses.
 pub const MIN_BUDGET_SHARE: u64 = 2;
+/// How many times what it adds a write may evict while the store is over a lowered
+/// budget: writes help [`Store::set_budget`] bring it down, at a bounded cost each.
+const WRITE_EVICTS: u64 = 16;
+/// Entries [`Store::set_budget`] evicts from one shard per turn of its round.
+const EVICTION_BATCH: usize = 4;
 /// Shards per store: enough that two cores rarely contend on one lock, few enough that
 /// the fixed cost per shard stays small.
 const SHARDS: usize = 64;
@@ -219,8 +224,8 @@ pub struct Store {
     /// What the store may hold now: `max_memory`, less what [`Store::set_budget`]
     /// takes away while the process's resident memory is over its allowance.
     budget: AtomicU64,
-    /// Entries evicted to make room for writes (not those [`Store::set_budget`]
-    /// evicts): how the resident-memory guard tells a store churning through writes.
+    /// Entries writes evicted (not [`Store::set_budget`]): how the resident-memory
+    /// guard tells that writes are replacing entries.
     write_evictions: AtomicU64,
     clock: Arc<dyn Clock>,
     hlc: Hlc,
@@ -260,6 +265,17 @@ impl Store {
         &self.limits
     }
 
+    /// Entries evicted so far to make room for writes ([`Store::set_budget`]'s own
+    /// evictions are not counted).
+    pub fn write_evictions(&self) -> u64 {
+        self.write_evictions.load(Ordering::Relaxed)
+    }
+
+    /// Bytes charged now (what [`StoreStats::bytes`] reports, without its locks).
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
     /// What the store may hold now (bytes as [`charge`] counts them): the memory
     /// limit, unless [`Store::set_budget`] lowered it.
     pub fn budget(&self) -> u64 {
@@ -267,44 +283,48 @@ impl Store {
     }
 
     /// Lets the store hold `bytes` (clamped to [`MIN_BUDGET_SHARE`] of the memory
-    /// limit at least, and to the limit at most), evicting at once what no longer
-    /// fits. The resident-memory guard lowers it while heap the allocator holds but
-    /// cannot reuse (fragmentation) keeps the process over its allowance.
-    pub fn set_budget(&self, bytes: u64) {
+    /// limit at least, and to the limit at most), from now on. Lowering it evicts,
+    /// round-robin over the shards so that each keeps its most valuable entries, at
+    /// most `max_evictions` entries; what is still over is for the next call, and
+    /// meanwhile a write evicts up to [`WRITE_EVICTS`] times what it adds (so it pays
+    /// a bounded share of the lowering, and the store shrinks). The resident-memory guard lowers it
+    /// while memory the allocator holds but cannot reuse (fragmentation) keeps the
+    /// process over its allowance.
+    pub fn set_budget(&self, bytes: u64, max_evictions: usize) {
         let max = self.limits.max_memory;
-        let budget = bytes.clamp(max / MIN_BUDGET_SHARE, max);
-        self.budget.store(budget, Ordering::Relaxed);
-        // One entry from each shard in turn, so the shards shrink alike (each keeps
-        // its own least valuable entries) rather than the first ones emptying.
+        let target = bytes.clamp(max / MIN_BUDGET_SHARE, max);
+        self.budget.store(target, Ordering::Relaxed);
         let now = self.clock.monotonic_ms();
-        let mut evicted = true;
-        while evicted && self.used.load(Ordering::Relaxed) > self.budget() {
-            evicted = false;
+        let over = || self.used.load(Ordering::Relaxed) > target;
+        let mut evicted = 0;
+        let mut progress = true;
+        while progress && evicted < max_evictions && over() {
+            progress = false;
             for shard in self.shards.iter() {
                 let mut shard = shard.lock();
-                if shard.evict_one(now, None) {
+                for _ in 0..EVICTION_BATCH {
+                    if evicted >= max_evictions || !over() || !shard.evict_one(now, None) {
+                        break;
+                    }
                     self.publish(&mut shard);
-                    evicted = true;
-                }
-                if self.used.load(Ordering::Relaxed) <= self.budget() {
-                    return;
+                    evicted += 1;
+                    progress = true;
                 }
             }
         }
     }
 
-    /// Entries evicted so far to make room for writes (evictions by
-    /// [`Store::set_budget`] are not counted).
-    pub fn write_evictions(&self) -> u64 {
-        self.write_evictions.load(Ordering::Relaxed)
-    }
-
-    /// Evicts from one shard (sparing `spare`) until the store is within its budget
-    /// or the shard has nothing left to evict.
-    fn evict_to_budget(&self, shard: &mut Shard, now: u64, spare: Option<u32>) {
+    /// Evicts from one shard (sparing `spare`) while the store is over its budget,
+    /// the shard has entries and fewer than `room` bytes were freed; takes what was
+    /// freed off `room`.
+    fn evict_to_budget(&self, shard: &mut Shard, now: u64, spare: Option<u32>, room: &mut u64) {
         let mut evicted = 0;
-        while self.used.load(Ordering::Relaxed) > self.budget() && shard.evict_one(now, spare) {
-            self.publish(shard);
+        while *room > 0
+            && self.used.load(Ordering::Relaxed) > self.budget()
+            && shard.evict_one(now, spare)
+        {
+            let freed = self.publish(shard).unsigned_abs();
+            *room = room.saturating_sub(freed);
             evicted += 1;
         }
         if evicted > 0 {
@@ -325,16 +345,21 @@ impl Store {
     }
 
     /// Adds a shard's unpublished byte change to the store-wide total.
-    fn publish(&self, shard: &mut Shard) {
+    /// Brings the store-wide count up to the shard's; returns how far it moved it
+    /// (negative: the shard holds less).
+    fn publish(&self, shard: &mut Shard) -> i64 {
         let charged = shard.charged();
-        if charged >= shard.published {
+        let moved = if charged >= shard.published {
             self.used
                 .fetch_add(charged - shard.published, Ordering::Relaxed);
+            (charged - shard.published) as i64
         } else {
             self.used
                 .fetch_sub(shard.published - charged, Ordering::Relaxed);
-        }
+            -((shard.published - charged) as i64)
+        };
         shard.published = charged;
+        moved
     }
 
     /// Checks a key against the key limits.
@@ -435,8 +460,11 @@ impl Store {
         })
     }
 
-    /// Evicts until the store is within its budget: first from the shard just written
-    /// (sparing the new entry), then from the others.
+    /// Evicts until the store is within its budget, or has freed [`WRITE_EVICTS`]
+    /// times what the write just added (the rest of a lowered budget is
+    /// [`Store::set_budget`]'s to evict):
+    /// first from the shard just written (sparing the new entry), then from the
+    /// others.
     fn make_room(
         &self,
         index: usize,
@@ -444,15 +472,15 @@ impl Store {
         written: Option<u32>,
         now: u64,
     ) {
-        self.publish(&mut shard);
-        self.evict_to_budget(&mut shard, now, written);
+        let mut room = self.publish(&mut shard).max(0).unsigned_abs() * WRITE_EVICTS;
+        self.evict_to_budget(&mut shard, now, written, &mut room);
         drop(shard);
         for step in 1..SHARDS {
-            if self.used.load(Ordering::Relaxed) <= self.budget() {
+            if room == 0 || self.used.load(Ordering::Relaxed) <= self.budget() {
                 return;
             }
             let mut other = self.shards[(index + step) % SHARDS].lock();
-            self.evict_to_budget(&mut other, now, None);
+            self.evict_to_budget(&mut other, now, None, &mut room);
         }
     }
 
