@@ -1,17 +1,23 @@
 //! A spec change (maxMemory) rolls the StatefulSet under writes: pods are replaced one at
 //! a time from the highest ordinal, each drains on SIGTERM, the rollout completes, and
 //! with two copies of each key (R=2) no acknowledged write is lost. The same rollout
-//! with one copy (R=1) is measured and reported.
+//! with one copy (R=1) is measured and reported. Turning spec.auth on takes two
+//! rollouts, and no write of a client that holds the token is refused or lost.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Env, StatusSampler, Traffic, missing};
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Secret;
+use kcache_client::{Client, Token};
 use kube::api::Api;
 use kube::runtime::wait::await_condition;
+use tonic::Code;
 
 /// Runs a rollout of cluster `name` under writes; returns (acknowledged, lost).
 async fn rollout(env: &Env, name: &str, replication: i32) -> (usize, Vec<String>) {
@@ -136,5 +142,139 @@ async fn a_spec_change_rolls_every_pod_and_loses_no_acknowledged_key_with_two_co
         "rollout R=1: {} of {acked} acknowledged keys lost",
         lost.len()
     );
+    env.stop().await;
+}
+
+/// The node arguments of a StatefulSet's template.
+fn template_args(sts: &StatefulSet) -> Vec<String> {
+    sts.spec
+        .as_ref()
+        .and_then(|spec| spec.template.spec.as_ref())
+        .and_then(|pod| pod.containers.first())
+        .and_then(|c| c.args.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn turning_auth_on_rolls_twice_and_refuses_or_loses_no_write_that_has_the_token() {
+    let env = Env::start("auth-rollout").await;
+    let name = "guarded";
+    let file = env.example(
+        "cachecluster-minimal.yaml",
+        Some(name),
+        serde_json::json!({"replicas": 3, "replicationFactor": 2}),
+    );
+    env.kubectl(&["apply", "-f", &file]);
+    env.wait_ready(name, 3).await;
+    env.wait_members(name, 3).await;
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("guarded-tokens".to_owned()),
+            ..Default::default()
+        },
+        string_data: Some([("token".to_owned(), "app-token\n".to_owned())].into()),
+        ..Default::default()
+    };
+    secrets
+        .create(&kube::api::PostParams::default(), &secret)
+        .await
+        .unwrap();
+    // The application holds the token before auth is on (nodes without it ignore it).
+    let with_token = Client::builder(format!(
+        "dns:///{name}-headless.{}.svc.cluster.local:7000",
+        env.ns
+    ))
+    .dns_server(env.dns)
+    .token(Token::new("app-token").unwrap())
+    .connect()
+    .await
+    .unwrap();
+    let logs = KeepLogs { env: &env, name };
+    let traffic = Traffic::start(with_token.clone(), "auth-on");
+    tokio::time::sleep(Duration::from_secs(2)).await; // keys on the open nodes first
+    let started = Instant::now();
+    env.kubectl(&[
+        "patch",
+        "cachecluster",
+        name,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"auth":{"secretName":"guarded-tokens","key":"token"}}}"#,
+    ]);
+    // First a rollout whose nodes also admit tokenless callers (the open nodes they
+    // replace), then one that makes every node strict.
+    let statefulsets: Api<StatefulSet> = Api::namespaced(env.client.clone(), &env.ns);
+    let admitting = Arc::new(AtomicBool::new(false));
+    let seen = admitting.clone();
+    let strict = await_condition(
+        statefulsets.clone(),
+        name,
+        move |sts: Option<&StatefulSet>| {
+            let Some(sts) = sts else { return false };
+            let args = template_args(sts);
+            if args.iter().any(|a| a == "--auth-accepts-anonymous") {
+                seen.store(true, Ordering::Relaxed);
+                return false;
+            }
+            let Some(status) = &sts.status else {
+                return false;
+            };
+            args.iter().any(|a| a.starts_with("--auth-token-file"))
+                && status.observed_generation == sts.metadata.generation
+                && status.current_revision == status.update_revision
+                && status.updated_replicas == Some(3)
+                && status.ready_replicas == Some(3)
+        },
+    );
+    tokio::time::timeout(common::WAIT * 2, strict)
+        .await
+        .expect("both rollouts complete")
+        .unwrap();
+    let rolled = started.elapsed();
+    env.wait_ready(name, 3).await;
+    let report = traffic.finish().await;
+    let lost = missing(&with_token, &report.acked).await;
+    println!(
+        "auth on: two rollouts in {rolled:?}; {} writes, {} acknowledged, {} failed (window {:?}), {} lost",
+        report.attempts,
+        report.acked.len(),
+        report.errors.len(),
+        report.error_window(),
+        lost.len()
+    );
+    let refused: Vec<_> = report
+        .errors
+        .iter()
+        .filter(|(_, e)| e.to_lowercase().contains("unauthenticated") || e.contains("token"))
+        .collect();
+    assert_eq!(
+        refused,
+        Vec::<&(Duration, String)>::new(),
+        "writes with the token refused"
+    );
+    assert!(
+        report.acked.len() > 500,
+        "too little traffic to mean anything"
+    );
+    assert!(
+        lost.is_empty(),
+        "R=2: {} acknowledged keys lost, among them {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+    assert!(
+        admitting.load(Ordering::Relaxed),
+        "the first rollout admits tokenless callers"
+    );
+    // Strict now: a client without the token is refused.
+    let err = env
+        .cache(name, false)
+        .await
+        .get("auth-on:0")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::Unauthenticated), "{err}");
+    drop(logs);
     env.stop().await;
 }

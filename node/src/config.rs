@@ -176,6 +176,18 @@ pub struct Args {
     )]
     pub peer_accepts_app_tokens: bool,
 
+    /// With --auth-token-file, also admit calls and Redis connections that carry no
+    /// token at all (a token that is sent must still be accepted): only while a
+    /// rolling update turns authentication on, so that nodes without tokens can still
+    /// replicate, hand off and forward to the new ones (the operator sets it for that
+    /// rollout alone).
+    #[arg(
+        long,
+        env = "KCACHE_AUTH_ACCEPTS_ANONYMOUS",
+        requires = "auth_token_file"
+    )]
+    pub auth_accepts_anonymous: bool,
+
     /// How often the TLS and token files are checked for changes.
     #[arg(long, env = "KCACHE_CREDENTIAL_RELOAD_INTERVAL", default_value = "2s",
           value_parser = parse_interval)]
@@ -302,6 +314,7 @@ impl Args {
             token_file: self.auth_token_file.clone(),
             peer_token_file: self.peer_token_file.clone(),
             peer_accepts_app_tokens: self.peer_accepts_app_tokens,
+            auth_accepts_anonymous: self.auth_accepts_anonymous,
             peer_server_name,
             reload_interval: self.credential_reload_interval,
         }

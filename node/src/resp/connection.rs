@@ -41,7 +41,14 @@ where
     );
     let mut input = BytesMut::with_capacity(READ_BUFFER);
     let mut output = BytesMut::with_capacity(READ_BUFFER);
-    let mut session = Session::new(id, peer, local, shared.config.auth.is_none());
+    // Without tokens, or while the rollout that turns them on admits anonymous
+    // callers, a connection starts authenticated (AUTH still checks a password sent).
+    let open = shared
+        .config
+        .auth
+        .as_ref()
+        .is_none_or(|auth| auth.admits_anonymous());
+    let mut session = Session::new(id, peer, local, open);
     loop {
         loop {
             let command = match next_command(&mut input, &shared.config.limits) {

@@ -46,6 +46,8 @@ pub fn read_tokens(path: &Path) -> Result<Vec<String>, Error> {
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     digests: Arc<RwLock<Arc<[Digest]>>>,
+    /// Admit a call that carries no token (`--auth-accepts-anonymous`).
+    anonymous: bool,
     metrics: SecurityMetrics,
 }
 
@@ -59,8 +61,21 @@ impl Authenticator {
     pub fn new(tokens: &[String], metrics: SecurityMetrics) -> Self {
         Self {
             digests: Arc::new(RwLock::new(Self::digests(tokens))),
+            anonymous: false,
             metrics,
         }
+    }
+
+    /// Also admits calls that carry no token at all (a token that is sent must still
+    /// be accepted): for the rollout that turns authentication on.
+    pub fn admitting_anonymous(mut self, anonymous: bool) -> Self {
+        self.anonymous = anonymous;
+        self
+    }
+
+    /// Whether calls without a token are admitted.
+    pub fn admits_anonymous(&self) -> bool {
+        self.anonymous
     }
 
     fn digests(tokens: &[String]) -> Arc<[Digest]> {
@@ -75,6 +90,9 @@ impl Authenticator {
     /// Whether `authorization` (the metadata value, if any) carries an accepted token.
     pub fn check(&self, authorization: Option<&[u8]>) -> Result<(), Status> {
         let Some(value) = authorization else {
+            if self.anonymous {
+                return Ok(());
+            }
             self.metrics.unauthenticated("missing");
             return Err(Status::unauthenticated(
                 "this node requires a token: send the metadata `authorization: Bearer \
@@ -183,9 +201,12 @@ impl PeerGate {
             };
         };
         let presented = request.metadata().get(PEER_TOKEN_HEADER);
+        // Without a peer token: an application token while peer tokens roll out, or
+        // nothing at all while authentication itself rolls out (the app-token check
+        // admits a call without `authorization` then, and checks one that has it).
         if presented.is_none()
-            && self.accepts_app_tokens
             && let Some(auth) = &mut self.auth
+            && (self.accepts_app_tokens || auth.admits_anonymous())
         {
             return tonic::service::Interceptor::call(auth, request);
         }

@@ -46,6 +46,11 @@ pub struct SecurityConfig {
     /// but an accepted `authorization`: for the rolling update that introduces peer
     /// tokens, while nodes that send none still run.
     pub peer_accepts_app_tokens: bool,
+    /// With `token_file`, also admit calls (and Redis connections) that carry no
+    /// token at all; a token that is sent must still be accepted. For the rolling
+    /// update that turns authentication on, while nodes without tokens still run and
+    /// call (replicate, hand off, forward to) the new ones.
+    pub auth_accepts_anonymous: bool,
     /// The name peers' certificates must carry when this node calls them; the host of
     /// each peer's address when unset.
     pub peer_server_name: Option<String>,
@@ -149,7 +154,9 @@ impl Security {
         let first = |tokens: &Vec<String>| Token::new(&tokens[0]);
         Ok(Security {
             tls,
-            auth: tokens.app.as_ref().map(authenticator),
+            auth: tokens.app.as_ref().map(|tokens| {
+                authenticator(tokens).admitting_anonymous(config.auth_accepts_anonymous)
+            }),
             peer_auth: tokens.peer.as_ref().map(authenticator),
             peer_tls,
             peer_token: tokens.app.as_ref().map(first).transpose()?,

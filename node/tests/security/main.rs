@@ -153,6 +153,7 @@ fn security(tls: Option<TlsFiles>, token_file: Option<&Path>) -> SecurityConfig 
         token_file: token_file.map(Path::to_path_buf),
         peer_token_file: None,
         peer_accepts_app_tokens: false,
+        auth_accepts_anonymous: false,
         peer_server_name: None,
         reload_interval: RELOAD,
     }
@@ -720,4 +721,80 @@ async fn with_peer_tokens_an_applications_token_does_not_open_the_peer_service()
         assert_eq!(status.code(), Code::Unauthenticated, "{status}");
     }
     migrating.stop().await;
+}
+
+/// Turning authentication on is a rolling update: until it ends, nodes without tokens
+/// replicate and forward to the new ones, sending nothing. The new nodes admit that
+/// (`--auth-accepts-anonymous`) and still refuse a wrong token; without the flag the
+/// old nodes' calls are refused.
+#[tokio::test]
+async fn while_authentication_rolls_out_nodes_without_tokens_still_reach_the_new_ones() {
+    let tokens = SecretDir::new(&[("token", "app-token\n")]);
+    let peer_tokens = SecretDir::new(&[("token", "peer-1\n")]);
+    let with_tokens = |anonymous| SecurityConfig {
+        peer_token_file: Some(peer_tokens.file("token")),
+        peer_accepts_app_tokens: true,
+        auth_accepts_anonymous: anonymous,
+        ..security(None, Some(&tokens.file("token")))
+    };
+    let cluster = Cluster {
+        views: watch::Sender::new(Arc::new(View::default())),
+    };
+    let old = SecureNode::start("old", security(None, None), Some((&cluster, 2))).await;
+    let new = SecureNode::start("new", with_tokens(true), Some((&cluster, 2))).await;
+    cluster.views.send_replace(Arc::new(View::new(vec![
+        old.member("old"),
+        new.member("new"),
+    ])));
+    // Applications already send the token (the old nodes ignore it).
+    for (node, range) in [(&old, 0..100), (&new, 100..200)] {
+        let app = client(node, None, Some("app-token")).await;
+        for i in range {
+            app.set(format!("key-{i}"), "v", SetOptions::default())
+                .await
+                .unwrap();
+        }
+    }
+    // R=2 on two nodes: each holds every key, whichever node took the write.
+    let app = client(&new, None, Some("app-token")).await;
+    let stats = app.stats().await.unwrap();
+    let mut items: Vec<_> = stats
+        .nodes
+        .iter()
+        .map(|n| (n.node_id.as_str(), n.items))
+        .collect();
+    items.sort();
+    assert_eq!(items, [("new", 200), ("old", 200)]);
+    for node in [&old, &new] {
+        assert_eq!(node.metric("kcache_replication_errors_total").await, 0);
+    }
+    // What the old node sends (nothing) opens the new one; a wrong token does not.
+    sync_with(&new, None, None).await.unwrap();
+    let anonymous = client(&new, None, None).await;
+    assert_eq!(anonymous.get("key-1").await.unwrap().unwrap().value, "v");
+    for (token, peer_token) in [(Some("guess"), None), (None, Some("guess"))] {
+        let status = sync_with(&new, token, peer_token).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status}");
+    }
+    let guess = client(&new, None, Some("guess")).await;
+    let status = guess.get("key-1").await.unwrap_err();
+    assert_eq!(status.code(), Some(Code::Unauthenticated), "{status}");
+    cluster
+        .views
+        .send_replace(Arc::new(View::new(vec![old.member("old")])));
+    new.stop().await;
+
+    // Once the rollout is over the flag goes, and a call without a token is refused.
+    let strict = SecureNode::start("strict", with_tokens(false), None).await;
+    let status = sync_with(&strict, None, None).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status}");
+    let status = client(&strict, None, None)
+        .await
+        .get("key-1")
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Some(Code::Unauthenticated), "{status}");
+    strict.stop().await;
+    cluster.views.send_replace(Arc::new(View::default()));
+    old.stop().await;
 }

@@ -58,10 +58,10 @@ pub struct Cluster<'a> {
     pub namespace: String,
     pub settings: NodeSettings,
     pub options: &'a BuildOptions,
-    /// With spec.auth: nodes still admit peers that send no peer token (see
-    /// [`peer_token::migrating`]). The reconciler sets it from the running
-    /// StatefulSet; a new cluster never needs it.
-    pub peer_tokens_migrating: bool,
+    /// With spec.auth: what nodes still admit besides their tokens while the
+    /// running ones may lack them (see [`peer_token::migration`]). The reconciler
+    /// sets it from the running StatefulSet; a new cluster never needs it.
+    pub migration: peer_token::Migration,
 }
 
 impl<'a> Cluster<'a> {
@@ -77,7 +77,7 @@ impl<'a> Cluster<'a> {
             namespace: resource.namespace().unwrap_or_else(|| "default".to_owned()),
             settings: NodeSettings::resolve(&resource.spec)?,
             options,
-            peer_tokens_migrating: false,
+            migration: peer_token::Migration::Done,
         })
     }
 

@@ -104,15 +104,13 @@ pub fn args(cluster: &Cluster<'_>) -> Vec<String> {
         }
     }
     if spec.auth.is_some() {
-        args.push(format!("--auth-token-file={AUTH_DIR}/token"));
+        args.push(format!("{}={AUTH_DIR}/token", peer_token::AUTH_FLAG));
         args.push(format!(
             "{}={PEER_AUTH_DIR}/{}",
             peer_token::FILE_FLAG,
             peer_token::KEY
         ));
-        if cluster.peer_tokens_migrating {
-            args.push(peer_token::MIGRATING_FLAG.to_owned());
-        }
+        args.extend(cluster.migration.flags().iter().map(|f| (*f).to_owned()));
     }
     let redis = &spec.redis;
     if redis.enabled {

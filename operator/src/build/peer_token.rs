@@ -9,6 +9,10 @@
 //! refuses a peer at any point: first every node learns the peer token and sends it
 //! while it still admits peers that send only the application token
 //! (`--peer-accepts-app-tokens`); once that rollout is complete, the flag goes.
+//! Turning spec.auth on for a running cluster goes the same way, with the first
+//! rollout admitting callers that send no token at all (`--auth-accepts-anonymous`):
+//! the nodes it replaces have none, and replicate, hand off and forward to the new
+//! ones until they are gone.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +30,36 @@ pub const KEY: &str = "token";
 pub const MIGRATING_FLAG: &str = "--peer-accepts-app-tokens";
 /// The node flag that gives nodes peer tokens (its value is the file).
 pub const FILE_FLAG: &str = "--peer-token-file";
+/// The node flag of the first rollout of spec.auth itself.
+pub const ANONYMOUS_FLAG: &str = "--auth-accepts-anonymous";
+/// The node flag of spec.auth's token file.
+pub const AUTH_FLAG: &str = "--auth-token-file";
+
+/// What the nodes about to be rolled out must admit besides their tokens, so that
+/// the running nodes they replace are not refused meanwhile.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Migration {
+    /// Nothing: a new cluster, or every node has peer tokens.
+    #[default]
+    Done,
+    /// Peers that send the application token but no peer token
+    /// ([`MIGRATING_FLAG`]): nodes that predate peer tokens.
+    AppTokens,
+    /// Callers that send no token at all ([`ANONYMOUS_FLAG`]): nodes that ran
+    /// without spec.auth.
+    Anonymous,
+}
+
+impl Migration {
+    /// The node flags of this stage.
+    pub fn flags(self) -> &'static [&'static str] {
+        match self {
+            Self::Done => &[],
+            Self::AppTokens => &[MIGRATING_FLAG],
+            Self::Anonymous => &[MIGRATING_FLAG, ANONYMOUS_FLAG],
+        }
+    }
+}
 
 pub fn secret_name(cluster: &str) -> String {
     format!("{cluster}-peer-token")
@@ -50,13 +84,14 @@ pub fn generate() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Whether the nodes about to be rolled out must still admit peers that send no
-/// peer token, judged by the StatefulSet that runs now: yes while some running node
-/// may predate peer tokens (none had them, or the rollout that brought them is not
-/// complete); no for a new cluster, and no once they are everywhere.
-pub fn migrating(current: Option<&StatefulSet>) -> bool {
+/// What the nodes about to be rolled out must still admit, judged by the
+/// StatefulSet that runs now: nodes without tokens while some running node may have
+/// none (spec.auth was off, or the rollout that turned it on is not complete); nodes
+/// with only the application token while some may predate peer tokens; nothing for a
+/// new cluster, and nothing once the tokens are everywhere.
+pub fn migration(current: Option<&StatefulSet>) -> Migration {
     let Some(sts) = current else {
-        return false;
+        return Migration::Done;
     };
     let args: &[String] = sts
         .spec
@@ -70,9 +105,21 @@ pub fn migrating(current: Option<&StatefulSet>) -> bool {
             .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
     };
     if !has(FILE_FLAG) {
-        return true;
+        return if has(AUTH_FLAG) {
+            Migration::AppTokens
+        } else {
+            Migration::Anonymous
+        };
     }
-    has(MIGRATING_FLAG) && !rolled_out(sts)
+    if rolled_out(sts) {
+        Migration::Done
+    } else if has(ANONYMOUS_FLAG) {
+        Migration::Anonymous
+    } else if has(MIGRATING_FLAG) {
+        Migration::AppTokens
+    } else {
+        Migration::Done
+    }
 }
 
 /// Whether every pod of `sts` runs its current template.
@@ -130,10 +177,15 @@ mod tests {
     }
 
     const FILE: &str = "--peer-token-file=/etc/kcache/peer-auth/token";
+    const AUTH: &str = "--auth-token-file=/etc/kcache/auth/token";
+
+    fn migrating(current: Option<&StatefulSet>) -> bool {
+        migration(current) == Migration::AppTokens
+    }
 
     #[test]
     fn a_new_cluster_starts_with_peer_tokens_required() {
-        assert!(!migrating(None));
+        assert_eq!(migration(None), Migration::Done);
     }
 
     #[test]
@@ -147,19 +199,22 @@ mod tests {
 
     #[test]
     fn the_admitting_flag_stays_until_every_node_runs_the_template_that_has_it() {
-        let flags = [FILE, MIGRATING_FLAG];
+        let flags = [AUTH, FILE, MIGRATING_FLAG];
         assert!(migrating(Some(&sts(&flags, ("r1", "r2"), 1))));
         assert!(migrating(Some(&sts(&flags, ("r1", "r2"), 3))));
         assert!(migrating(Some(&sts(&flags, ("r2", "r2"), 2))));
         let mut unobserved = sts(&flags, ("r2", "r2"), 3);
         unobserved.metadata.generation = Some(5);
         assert!(migrating(Some(&unobserved)));
-        assert!(!migrating(Some(&sts(&flags, ("r2", "r2"), 3))));
+        assert_eq!(
+            migration(Some(&sts(&flags, ("r2", "r2"), 3))),
+            Migration::Done
+        );
     }
 
     #[test]
     fn a_statefulset_without_status_or_with_pods_to_remove_is_not_rolled_out() {
-        let flags = [FILE, MIGRATING_FLAG];
+        let flags = [AUTH, FILE, MIGRATING_FLAG];
         let mut fresh = sts(&flags, ("r2", "r2"), 3);
         fresh.status = None;
         assert!(migrating(Some(&fresh)));
@@ -171,7 +226,28 @@ mod tests {
 
     #[test]
     fn once_required_peer_tokens_stay_required() {
-        assert!(!migrating(Some(&sts(&[FILE], ("r1", "r2"), 0))));
+        assert_eq!(
+            migration(Some(&sts(&[AUTH, FILE], ("r1", "r2"), 0))),
+            Migration::Done
+        );
+    }
+
+    #[test]
+    fn turning_auth_on_admits_tokenless_callers_until_the_rollout_is_complete() {
+        // The running nodes have no tokens at all.
+        let open = sts(&["--max-memory=1GiB"], ("r1", "r1"), 3);
+        assert_eq!(migration(Some(&open)), Migration::Anonymous);
+        // The rollout with the flag is under way: it stays.
+        let flags = [AUTH, FILE, MIGRATING_FLAG, ANONYMOUS_FLAG];
+        assert_eq!(
+            migration(Some(&sts(&flags, ("r1", "r2"), 2))),
+            Migration::Anonymous
+        );
+        // Complete: the next rollout makes every node strict.
+        assert_eq!(
+            migration(Some(&sts(&flags, ("r2", "r2"), 3))),
+            Migration::Done
+        );
     }
 
     #[test]

@@ -528,13 +528,36 @@ fn while_peer_tokens_roll_out_the_nodes_admit_peers_without_one() {
     let cc = cluster(json!({"auth": {"secretName": "demo-tokens"}}));
     let options = BuildOptions::default();
     let mut resolved = Cluster::new(&cc, &options).unwrap();
-    resolved.peer_tokens_migrating = true;
+    resolved.migration = super::peer_token::Migration::AppTokens;
     let sts = Desired::build(&resolved).stateful_set;
     let args = node(&sts).args.clone().unwrap();
     assert!(
         args.iter().any(|a| a == "--peer-accepts-app-tokens"),
         "{args:?}"
     );
+    assert!(!args.iter().any(|a| a == "--auth-accepts-anonymous"));
+}
+
+#[test]
+fn while_auth_itself_rolls_out_the_nodes_admit_callers_without_a_token() {
+    let cc = cluster(json!({"auth": {"secretName": "demo-tokens"}}));
+    let options = BuildOptions::default();
+    let mut resolved = Cluster::new(&cc, &options).unwrap();
+    resolved.migration = super::peer_token::Migration::Anonymous;
+    let sts = Desired::build(&resolved).stateful_set;
+    let args = node(&sts).args.clone().unwrap();
+    for flag in ["--peer-accepts-app-tokens", "--auth-accepts-anonymous"] {
+        assert!(args.iter().any(|a| a == flag), "{flag} in {args:?}");
+    }
+    // Without spec.auth there is nothing to migrate to.
+    let open = cluster(json!({}));
+    let mut resolved = Cluster::new(&open, &options).unwrap();
+    resolved.migration = super::peer_token::Migration::Anonymous;
+    let args = node(&Desired::build(&resolved).stateful_set)
+        .args
+        .clone()
+        .unwrap();
+    assert!(!args.iter().any(|a| a.starts_with("--auth")), "{args:?}");
 }
 
 #[test]

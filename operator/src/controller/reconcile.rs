@@ -97,7 +97,7 @@ async fn apply_spec(cc: &CacheCluster, ctx: &Context) -> Result<Outcome, Error> 
         create_peer_token(ctx, &cluster).await?;
         let running =
             get_opt::<StatefulSet>(&ctx.client, &cluster.namespace, &cluster.name).await?;
-        cluster.peer_tokens_migrating = peer_token::migrating(running.as_ref());
+        cluster.migration = peer_token::migration(running.as_ref());
     }
     match apply_all(ctx, &cluster).await {
         Ok(sts) => Ok(Outcome {
