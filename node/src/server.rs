@@ -269,6 +269,12 @@ pub async fn serve_with_redis(
         peer_tokens = security.peer_auth.is_some(),
         "kcache node serving"
     );
+    if config.security.auth_accepts_anonymous {
+        tracing::warn!(
+            "--auth-accepts-anonymous: calls without a token are admitted (for the rollout \
+             that turns authentication on only); kcache_anonymous_requests_total counts them"
+        );
+    }
     // Health and reflection stay open (kubelet probes, tooling); Cache and Peer
     // demand a token when there are tokens (Peer a peer token when there are such),
     // and Peer, with mutual TLS and the peers' name, a node's certificate.

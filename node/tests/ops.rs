@@ -104,6 +104,7 @@ async fn metrics_healthz_and_readyz_answer_on_the_admin_port() {
         "kcache_expirations_total 0",
         "kcache_memory_bytes 0",
         "kcache_memory_limit_bytes 67108864",
+        "kcache_memory_budget_bytes 67108864",
         "kcache_tombstones 0",
         "kcache_tombstones_dropped_total 0",
     ] {

@@ -91,6 +91,7 @@ impl Authenticator {
     pub fn check(&self, authorization: Option<&[u8]>) -> Result<(), Status> {
         let Some(value) = authorization else {
             if self.anonymous {
+                self.metrics.anonymous_admitted();
                 return Ok(());
             }
             self.metrics.unauthenticated("missing");

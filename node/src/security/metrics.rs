@@ -11,6 +11,7 @@ pub struct SecurityMetrics {
     outdated: IntGaugeVec,
     handshakes: IntCounterVec,
     unauthenticated: IntCounterVec,
+    anonymous: IntCounter,
     not_peers: IntCounter,
 }
 
@@ -63,6 +64,12 @@ impl SecurityMetrics {
                 "Calls refused with UNAUTHENTICATED, by reason (missing, malformed, rejected).",
                 "reason",
             ),
+            anonymous: IntCounter::new(
+                "anonymous_requests_total",
+                "Calls admitted without any token because --auth-accepts-anonymous is on (the \
+                 rollout that turns authentication on): once it ends, such callers are refused.",
+            )
+            .expect("valid metric"),
             not_peers: IntCounter::new(
                 "peer_calls_refused_total",
                 "Calls to the Peer service refused with PERMISSION_DENIED: the client \
@@ -79,6 +86,7 @@ impl SecurityMetrics {
             Box::new(self.outdated.clone()),
             Box::new(self.handshakes.clone()),
             Box::new(self.unauthenticated.clone()),
+            Box::new(self.anonymous.clone()),
             Box::new(self.not_peers.clone()),
         ]
     }
@@ -102,6 +110,16 @@ impl SecurityMetrics {
 
     pub fn unauthenticated(&self, reason: &str) {
         self.unauthenticated.with_label_values(&[reason]).inc();
+    }
+
+    /// A call admitted without a token (`--auth-accepts-anonymous`).
+    pub fn anonymous_admitted(&self) {
+        self.anonymous.inc();
+    }
+
+    /// Calls admitted without a token so far.
+    pub fn anonymous(&self) -> u64 {
+        self.anonymous.get()
     }
 
     pub fn not_a_peer(&self) {

@@ -772,6 +772,9 @@ async fn while_authentication_rolls_out_nodes_without_tokens_still_reach_the_new
     sync_with(&new, None, None).await.unwrap();
     let anonymous = client(&new, None, None).await;
     assert_eq!(anonymous.get("key-1").await.unwrap().unwrap().value, "v");
+    // Counted, so an operator can see who would be refused once the rollout ends.
+    assert!(new.metric("kcache_anonymous_requests_total").await >= 1);
+    assert_eq!(old.metric("kcache_anonymous_requests_total").await, 0);
     for (token, peer_token) in [(Some("guess"), None), (None, Some("guess"))] {
         let status = sync_with(&new, token, peer_token).await.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated, "{status}");
