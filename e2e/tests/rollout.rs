@@ -19,6 +19,10 @@ use kube::api::Api;
 use kube::runtime::wait::await_condition;
 use tonic::Code;
 
+/// One scenario at a time: each runs a three-node cluster through rollouts, and two at
+/// once on two cores starved both (neither cluster Ready within its wait).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Runs a rollout of cluster `name` under writes; returns (acknowledged, lost).
 async fn rollout(env: &Env, name: &str, replication: i32) -> (usize, Vec<String>) {
     let file = env.example(
@@ -131,6 +135,7 @@ impl Drop for KeepLogs<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_spec_change_rolls_every_pod_and_loses_no_acknowledged_key_with_two_copies() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let env = Env::start("rollout").await;
     let (acked, lost) = rollout(&env, "demo", 2).await;
     assert!(acked > 500, "too little traffic to mean anything");
@@ -157,6 +162,7 @@ fn template_args(sts: &StatefulSet) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn turning_auth_on_rolls_twice_and_refuses_or_loses_no_write_that_has_the_token() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let env = Env::start("auth-rollout").await;
     let name = "guarded";
     let file = env.example(
