@@ -139,8 +139,9 @@ async fn a_flood_whose_value_sizes_change_keeps_resident_memory_within_a_tenth_o
 }
 
 /// Writes each shape, in order, until it has written its multiple of the limit; checks
-/// that the store stayed within the limit and that resident memory, sampled
-/// throughout, peaked within 10% of the limit above the base.
+/// that the store stayed within the limit, that resident memory, sampled throughout,
+/// peaked within 10% of the limit above the base, and that once the guard has given
+/// the store its whole budget back, writing the limit once more fills it.
 async fn flood(floods: &[(&Flood, u64)]) {
     let limit: u64 = std::env::var("FLOOD_MIB").map_or(64, |v| v.parse().unwrap()) << 20;
     let node = NodeProcess::start(&["--max-memory", &format!("{}MiB", limit >> 20)]);
@@ -177,6 +178,32 @@ async fn flood(floods: &[(&Flood, u64)]) {
             rss.saturating_sub(base) as f64 / limit as f64,
         );
     }
+    // The guard may have lowered the store's budget near the end and evicted down to
+    // it; once resident memory is back within the allowance the budget returns to the
+    // limit, and a last limit's worth of the last shape fills the store again.
+    let budget_restored = async {
+        while node.metric("kcache_memory_budget_bytes") != Some(limit as f64) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), budget_restored)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the store's budget stayed at {:?} bytes for 30 s after the flood (limit {limit}, rss {})",
+                node.metric("kcache_memory_budget_bytes"),
+                node.rss_bytes()
+            )
+        });
+    let (last, _) = floods[floods.len() - 1];
+    write_all(
+        &client,
+        last,
+        first,
+        limit.div_ceil(last.batch_charge()),
+        &mut sampler,
+    )
+    .await;
     let stats = client
         .clone()
         .stats(StatsRequest {})
@@ -186,11 +213,12 @@ async fn flood(floods: &[(&Flood, u64)]) {
     let stats = &stats.nodes[0];
     let growth = sampler.peak.saturating_sub(base);
     eprintln!(
-        "flood of {:.1} MiB charged in {:.1} s: items {} charged {} evictions {}; peak rss {:.1} MiB = base {:.1} MiB + {:.3}x the limit",
+        "flood of {:.1} MiB charged in {:.1} s: items {} charged {} (budget {:?}) evictions {}; peak rss {:.1} MiB = base {:.1} MiB + {:.3}x the limit",
         written as f64 / (1 << 20) as f64,
         started.elapsed().as_secs_f64(),
         stats.items,
         stats.bytes,
+        node.metric("kcache_memory_budget_bytes"),
         stats.evictions,
         sampler.peak as f64 / (1 << 20) as f64,
         base as f64 / (1 << 20) as f64,
@@ -198,9 +226,12 @@ async fn flood(floods: &[(&Flood, u64)]) {
     );
     assert!(written >= 10 * limit);
     assert!(stats.bytes <= limit, "{} charged over {limit}", stats.bytes);
+    // Where the flood leaves the allocator's free memory resident (the size change),
+    // the guard keeps part of the budget back for as long as it is: measured 92-98% of
+    // the limit held after the refill, 100% for the other shapes.
     assert!(
-        stats.bytes >= limit * 9 / 10,
-        "the store holds {} bytes: the flood did not fill it",
+        stats.bytes >= limit * 8 / 10,
+        "the store holds {} bytes of {limit} after the refill: the flood did not fill it or the guard holds back more than a fifth",
         stats.bytes
     );
     assert!(

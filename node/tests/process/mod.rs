@@ -11,6 +11,8 @@ pub struct NodeProcess {
     child: Child,
     /// host:port of its gRPC listener.
     pub grpc: String,
+    /// host:port of its admin listener (/metrics, /readyz).
+    pub admin: String,
     /// Everything it wrote to stderr so far (panics go there).
     stderr: Arc<Mutex<String>>,
 }
@@ -41,7 +43,11 @@ impl NodeProcess {
         // The start-up line names the gRPC address; the rest of stdout is drained so
         // the node never blocks on a full pipe.
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let grpc = loop {
+        let field = |line: &str, name: &str| {
+            let rest = line.split(&format!("\"{name}\":\"")).nth(1)?;
+            Some(rest.split('"').next()?.to_owned())
+        };
+        let (grpc, admin) = loop {
             let Some(line) = lines.next() else {
                 let _ = child.kill();
                 panic!(
@@ -50,14 +56,15 @@ impl NodeProcess {
                 );
             };
             let line = line.unwrap();
-            if let Some(rest) = line.split("\"grpc\":\"").nth(1) {
-                break rest.split('"').next().unwrap().to_owned();
+            if let (Some(grpc), Some(admin)) = (field(&line, "grpc"), field(&line, "admin")) {
+                break (grpc, admin);
             }
         };
         std::thread::spawn(move || lines.for_each(drop));
         Self {
             child,
             grpc,
+            admin,
             stderr,
         }
     }
@@ -75,6 +82,21 @@ impl NodeProcess {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap();
         kb * 1024
+    }
+
+    /// The value of an unlabelled metric on the node's /metrics (None when absent).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        use std::io::Write as _;
+        let mut stream = std::net::TcpStream::connect(&self.admin).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .map(|v| v.trim().parse().unwrap())
     }
 
     /// Fails the test if the process has exited or has logged a panic.
