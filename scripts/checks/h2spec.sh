@@ -62,6 +62,13 @@ EXPECTED = {
         "extra stream finds the limit reached depends on how fast the node answers the "
         "others (the case passes in some runs, fails in others). node/tests/api.rs checks "
         "the advertised limit",
+    ("http2/8.1.2.6", 'Sends a HEADERS frame with the "content-length" header field which does not equal the DATA frame payload length'):
+        "a race of the same kind: h2spec sends HEADERS (POST /, content-length 1) and then "
+        "4 bytes of DATA; the node answers the unknown path with a trailers-only gRPC error "
+        "as soon as the HEADERS arrive, and when that reply leaves before h2 reads the DATA, "
+        "h2spec sees it instead of the stream error (measured alone: 4 of 30 runs at "
+        "be2ec83, 9 of 30 with faster request metrics). The case with several DATA frames "
+        "passes every time",
     ("http2/3.5", "Sends invalid connection preface"):
         "h2 closes the connection as RFC 9113 3.5 demands; h2spec has already sent bytes "
         "past the bad preface that the server never reads, so Linux answers the close with "
