@@ -132,7 +132,7 @@ impl CacheService {
     /// Runs one gRPC operation and records its outcome.
     pub(crate) async fn observed<T>(
         &self,
-        op: &str,
+        op: &'static str,
         f: impl Future<Output = Result<T, Status>>,
     ) -> Result<T, Status> {
         self.observed_by("grpc", op, f).await
@@ -142,8 +142,8 @@ impl CacheService {
     /// its outcome.
     pub(crate) async fn observed_by<T>(
         &self,
-        protocol: &str,
-        op: &str,
+        protocol: &'static str,
+        op: &'static str,
         f: impl Future<Output = Result<T, Status>>,
     ) -> Result<T, Status> {
         let started = Instant::now();
