@@ -1,8 +1,9 @@
 //! A spec change (maxMemory) rolls the StatefulSet under writes: pods are replaced one at
 //! a time from the highest ordinal, each drains on SIGTERM, the rollout completes, and
 //! with two copies of each key (R=2) no acknowledged write is lost. The same rollout
-//! with one copy (R=1) is measured and reported. Turning spec.auth on takes two
-//! rollouts, and no write of a client that holds the token is refused or lost.
+//! with one copy (R=1) is measured and reported. Turning spec.auth on, and off again,
+//! takes two rollouts each way, and no write of a client that holds the token is
+//! refused or lost.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -160,8 +161,97 @@ fn template_args(sts: &StatefulSet) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Waits for the two rollouts that turn spec.auth on or off: the first template
+/// admits tokenless callers (`--auth-accepts-anonymous`), the last one, complete on
+/// three ready pods, satisfies `last(args)`. Returns whether the first was seen.
+async fn two_auth_rollouts(env: &Env, name: &str, last: fn(&[String]) -> bool) -> bool {
+    let statefulsets: Api<StatefulSet> = Api::namespaced(env.client.clone(), &env.ns);
+    let admitting = Arc::new(AtomicBool::new(false));
+    let seen = admitting.clone();
+    let done = await_condition(statefulsets, name, move |sts: Option<&StatefulSet>| {
+        let Some(sts) = sts else { return false };
+        let args = template_args(sts);
+        if args.iter().any(|a| a == "--auth-accepts-anonymous") {
+            seen.store(true, Ordering::Relaxed);
+            return false;
+        }
+        let Some(status) = &sts.status else {
+            return false;
+        };
+        last(&args)
+            && status.observed_generation == sts.metadata.generation
+            && status.current_revision == status.update_revision
+            && status.updated_replicas == Some(3)
+            && status.ready_replicas == Some(3)
+    });
+    tokio::time::timeout(common::WAIT * 2, done)
+        .await
+        .expect("both rollouts complete")
+        .unwrap();
+    admitting.load(Ordering::Relaxed)
+}
+
+/// Checks a traffic report of writes that carried the token: none refused, none lost.
+async fn assert_none_refused_or_lost(
+    what: &str,
+    client: &Client,
+    report: &common::TrafficReport,
+    rolled: Duration,
+) {
+    let lost = missing(client, &report.acked).await;
+    println!(
+        "{what}: two rollouts in {rolled:?}; {} writes, {} acknowledged, {} failed (window {:?}), {} lost",
+        report.attempts,
+        report.acked.len(),
+        report.errors.len(),
+        report.error_window(),
+        lost.len()
+    );
+    let refused: Vec<_> = report
+        .errors
+        .iter()
+        .filter(|(_, e)| e.to_lowercase().contains("unauthenticated") || e.contains("token"))
+        .collect();
+    assert_eq!(
+        refused,
+        Vec::<&(Duration, String)>::new(),
+        "{what}: writes with the token refused"
+    );
+    assert!(
+        report.acked.len() > 500,
+        "{what}: too little traffic to mean anything"
+    );
+    assert!(
+        lost.is_empty(),
+        "{what}, R=2: {} acknowledged keys lost, among them {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+}
+
+/// Lines of the nodes' logs (local clusters: every pod's container log, restarts
+/// included) where a peer refused a node's call for its credentials: handoffs,
+/// forwards. None where the pods' logs are not on this machine.
+fn refused_peer_calls(env: &Env) -> Option<Vec<String>> {
+    let pods = env.state_dir.as_ref()?.join("pods");
+    let mut refused = Vec::new();
+    for pod in std::fs::read_dir(pods).unwrap() {
+        let log = pod.unwrap().path().join("node.log");
+        let Ok(text) = std::fs::read_to_string(&log) else {
+            continue;
+        };
+        refused.extend(
+            text.lines()
+                .filter(|l| l.contains("does not have valid authentication credentials"))
+                .map(|l| l.chars().take(300).collect::<String>()),
+        );
+    }
+    Some(refused)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn turning_auth_on_rolls_twice_and_refuses_or_loses_no_write_that_has_the_token() {
+async fn turning_auth_on_and_off_rolls_twice_each_way_and_refuses_or_loses_no_write_with_the_token()
+{
     let _alone = ONE_AT_A_TIME.lock().await;
     let env = Env::start("auth-rollout").await;
     let name = "guarded";
@@ -210,69 +300,15 @@ async fn turning_auth_on_rolls_twice_and_refuses_or_loses_no_write_that_has_the_
     ]);
     // First a rollout whose nodes also admit tokenless callers (the open nodes they
     // replace), then one that makes every node strict.
-    let statefulsets: Api<StatefulSet> = Api::namespaced(env.client.clone(), &env.ns);
-    let admitting = Arc::new(AtomicBool::new(false));
-    let seen = admitting.clone();
-    let strict = await_condition(
-        statefulsets.clone(),
-        name,
-        move |sts: Option<&StatefulSet>| {
-            let Some(sts) = sts else { return false };
-            let args = template_args(sts);
-            if args.iter().any(|a| a == "--auth-accepts-anonymous") {
-                seen.store(true, Ordering::Relaxed);
-                return false;
-            }
-            let Some(status) = &sts.status else {
-                return false;
-            };
-            args.iter().any(|a| a.starts_with("--auth-token-file"))
-                && status.observed_generation == sts.metadata.generation
-                && status.current_revision == status.update_revision
-                && status.updated_replicas == Some(3)
-                && status.ready_replicas == Some(3)
-        },
-    );
-    tokio::time::timeout(common::WAIT * 2, strict)
-        .await
-        .expect("both rollouts complete")
-        .unwrap();
+    let admitting = two_auth_rollouts(&env, name, |args| {
+        args.iter().any(|a| a.starts_with("--auth-token-file"))
+    })
+    .await;
     let rolled = started.elapsed();
     env.wait_ready(name, 3).await;
     let report = traffic.finish().await;
-    let lost = missing(&with_token, &report.acked).await;
-    println!(
-        "auth on: two rollouts in {rolled:?}; {} writes, {} acknowledged, {} failed (window {:?}), {} lost",
-        report.attempts,
-        report.acked.len(),
-        report.errors.len(),
-        report.error_window(),
-        lost.len()
-    );
-    let refused: Vec<_> = report
-        .errors
-        .iter()
-        .filter(|(_, e)| e.to_lowercase().contains("unauthenticated") || e.contains("token"))
-        .collect();
-    assert_eq!(
-        refused,
-        Vec::<&(Duration, String)>::new(),
-        "writes with the token refused"
-    );
-    assert!(
-        report.acked.len() > 500,
-        "too little traffic to mean anything"
-    );
-    assert!(
-        lost.is_empty(),
-        "R=2: {} acknowledged keys lost, among them {:?}",
-        lost.len(),
-        &lost[..lost.len().min(10)]
-    );
-    assert!(
-        admitting.load(Ordering::Relaxed),
-        "the first rollout admits tokenless callers"
-    );
+    assert_none_refused_or_lost("auth on", &with_token, &report, rolled).await;
+    assert!(admitting, "the first rollout admits tokenless callers");
     // Strict now: a client without the token is refused.
     let err = env
         .cache(name, false)
@@ -281,6 +317,49 @@ async fn turning_auth_on_rolls_twice_and_refuses_or_loses_no_write_that_has_the_
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(Code::Unauthenticated), "{err}");
+
+    // Off again: first a rollout whose nodes keep the tokens (the strict nodes they
+    // replace want them) and admit tokenless callers, then one without tokens.
+    let traffic = Traffic::start(with_token.clone(), "auth-off");
+    tokio::time::sleep(Duration::from_secs(2)).await; // keys on the strict nodes first
+    let started = Instant::now();
+    env.kubectl(&[
+        "patch",
+        "cachecluster",
+        name,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"auth":null}}"#,
+    ]);
+    let admitting = two_auth_rollouts(&env, name, |args| {
+        !args
+            .iter()
+            .any(|a| a.starts_with("--auth-token-file") || a.starts_with("--peer-token-file"))
+    })
+    .await;
+    let rolled = started.elapsed();
+    env.wait_ready(name, 3).await;
+    let report = traffic.finish().await;
+    assert_none_refused_or_lost("auth off", &with_token, &report, rolled).await;
+    assert!(admitting, "the first rollout admits tokenless callers");
+    // No node refused another's call at any stage, on or off (in one rollout the
+    // open nodes' forwards, replication and handoffs to the strict ones were).
+    if let Some(refused) = refused_peer_calls(&env) {
+        assert!(
+            refused.is_empty(),
+            "{} peer calls refused, e.g. {:?}",
+            refused.len(),
+            &refused[..refused.len().min(3)]
+        );
+    }
+    // Open now: a client without the token is served, and reads what the token's
+    // holder wrote.
+    let open = env.cache(name, false).await;
+    let key = report.acked.first().expect("a write acknowledged");
+    assert!(
+        open.get(key.clone()).await.unwrap().is_some(),
+        "{key} not read back without a token"
+    );
     drop(logs);
     env.stop().await;
 }

@@ -178,9 +178,9 @@ pub struct Args {
 
     /// With --auth-token-file, also admit calls and Redis connections that carry no
     /// token at all (a token that is sent must still be accepted): only while a
-    /// rolling update turns authentication on, so that nodes without tokens can still
-    /// replicate, hand off and forward to the new ones (the operator sets it for that
-    /// rollout alone).
+    /// rolling update turns authentication on or off, so that nodes without tokens
+    /// can still replicate, hand off and forward to the ones with them (the operator
+    /// sets it for those rollouts alone).
     #[arg(
         long,
         env = "KCACHE_AUTH_ACCEPTS_ANONYMOUS",

@@ -271,8 +271,8 @@ pub async fn serve_with_redis(
     );
     if config.security.auth_accepts_anonymous {
         tracing::warn!(
-            "--auth-accepts-anonymous: calls without a token are admitted (for the rollout \
-             that turns authentication on only); kcache_anonymous_requests_total counts them"
+            "--auth-accepts-anonymous: calls without a token are admitted (for the rollouts \
+             that turn authentication on or off only); kcache_anonymous_requests_total counts them"
         );
     }
     // Health and reflection stay open (kubelet probes, tooling); Cache and Peer

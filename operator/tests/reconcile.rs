@@ -385,3 +385,74 @@ async fn the_status_patch_is_a_server_side_apply_of_the_status_alone() {
         "the spec is untouched"
     );
 }
+
+/// The stored StatefulSet's status, as its controller would write it.
+fn report_statefulset(fake: &FakeApi, status: Value) {
+    let mut sts = fake.get(STS).unwrap();
+    sts["status"] = status;
+    fake.put(STS, sts);
+}
+
+#[tokio::test]
+async fn turning_auth_off_keeps_the_tokens_for_one_rollout_that_admits_tokenless_callers() {
+    const AUTH: &str = "--auth-token-file=/etc/kcache/auth/token";
+    const ANONYMOUS: &str = "--auth-accepts-anonymous";
+    let (fake, ctx) = FakeApi::with_cluster(&cluster(
+        json!({"auth": {"secretName": "tokens", "key": "app"}}),
+    ));
+    fake.set_statefulset_status(sts_status(3, 3));
+    run(&fake, &ctx).await;
+    assert!(args(&fake).contains(&AUTH.to_owned()), "{:?}", args(&fake));
+
+    // The fake merges patches into what it holds, replacing arrays: a marker volume
+    // added here is gone after the next apply only if that apply names the volumes.
+    let mut strict = fake.get(STS).unwrap();
+    strict["spec"]["template"]["spec"]["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "marker", "emptyDir": {}}));
+    fake.put(STS, strict);
+    fake.edit_spec(|spec| spec["auth"] = Value::Null);
+    run(&fake, &ctx).await;
+    let retiring = args(&fake);
+    assert!(retiring.contains(&AUTH.to_owned()), "{retiring:?}");
+    assert!(retiring.contains(&ANONYMOUS.to_owned()), "{retiring:?}");
+    assert!(
+        retiring.iter().any(|a| a.starts_with("--peer-token-file=")),
+        "the new nodes still send the peer token: {retiring:?}"
+    );
+    assert!(
+        !retiring.contains(&"--peer-accepts-app-tokens".to_owned()),
+        "{retiring:?}"
+    );
+    let sts = fake.get(STS).unwrap();
+    let volumes = &sts["spec"]["template"]["spec"]["volumes"];
+    assert_eq!(volumes[0]["secret"]["secretName"], "tokens", "{volumes}");
+    assert_eq!(volumes[0]["secret"]["items"][0]["key"], "app", "{volumes}");
+    assert!(
+        !volumes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "marker"),
+        "the retiring apply did not name the volumes: {volumes}"
+    );
+
+    // Until the StatefulSet controller reports every pod on that template, it stays.
+    run(&fake, &ctx).await;
+    assert_eq!(args(&fake), retiring);
+    let generation = sts["metadata"]["generation"].as_i64().unwrap();
+    report_statefulset(&fake, sts_status_at(generation, 3, 3));
+    run(&fake, &ctx).await;
+    let open = args(&fake);
+    assert!(
+        !open.iter().any(|a| a.starts_with("--auth-token-file")
+            || a.starts_with("--peer-token-file")
+            || a == ANONYMOUS),
+        "{open:?}"
+    );
+    // And it stays open.
+    report_statefulset(&fake, sts_status_at(generation + 1, 3, 3));
+    run(&fake, &ctx).await;
+    assert_eq!(args(&fake), open);
+}

@@ -41,7 +41,7 @@ where
     );
     let mut input = BytesMut::with_capacity(READ_BUFFER);
     let mut output = BytesMut::with_capacity(READ_BUFFER);
-    // Without tokens, or while the rollout that turns them on admits anonymous
+    // Without tokens, or while a rollout that turns them on or off admits anonymous
     // callers, a connection starts authenticated (AUTH still checks a password sent).
     let open = shared
         .config

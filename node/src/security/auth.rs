@@ -67,7 +67,7 @@ impl Authenticator {
     }
 
     /// Also admits calls that carry no token at all (a token that is sent must still
-    /// be accepted): for the rollout that turns authentication on.
+    /// be accepted): for the rollouts that turn authentication on or off.
     pub fn admitting_anonymous(mut self, anonymous: bool) -> Self {
         self.anonymous = anonymous;
         self

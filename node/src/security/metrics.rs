@@ -67,7 +67,7 @@ impl SecurityMetrics {
             anonymous: IntCounter::new(
                 "anonymous_requests_total",
                 "Calls admitted without any token because --auth-accepts-anonymous is on (the \
-                 rollout that turns authentication on): once it ends, such callers are refused.",
+                 rollouts that turn authentication on or off).",
             )
             .expect("valid metric"),
             not_peers: IntCounter::new(

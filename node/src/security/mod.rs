@@ -48,8 +48,8 @@ pub struct SecurityConfig {
     pub peer_accepts_app_tokens: bool,
     /// With `token_file`, also admit calls (and Redis connections) that carry no
     /// token at all; a token that is sent must still be accepted. For the rolling
-    /// update that turns authentication on, while nodes without tokens still run and
-    /// call (replicate, hand off, forward to) the new ones.
+    /// updates that turn authentication on or off, while nodes without tokens run
+    /// beside nodes with them and call (replicate, hand off, forward to) them.
     pub auth_accepts_anonymous: bool,
     /// The name peers' certificates must carry when this node calls them; the host of
     /// each peer's address when unset.

@@ -801,3 +801,105 @@ async fn while_authentication_rolls_out_nodes_without_tokens_still_reach_the_new
     cluster.views.send_replace(Arc::new(View::default()));
     old.stop().await;
 }
+
+/// Writes keys `range` through `node` with the application token; R=2 on two nodes,
+/// so afterwards each of `nodes` holds `held` keys and neither failed to replicate.
+async fn write_and_check_both_hold(
+    node: &SecureNode,
+    range: std::ops::Range<u32>,
+    nodes: [(&SecureNode, &str); 2],
+    held: u64,
+) {
+    let app = client(node, None, Some("app-token")).await;
+    for i in range {
+        app.set(format!("key-{i}"), "v", SetOptions::default())
+            .await
+            .unwrap();
+    }
+    let stats = app.stats().await.unwrap();
+    for (node, id) in nodes {
+        let items = stats
+            .nodes
+            .iter()
+            .find(|n| n.node_id == id)
+            .map(|n| n.items);
+        assert_eq!(items, Some(held), "{id}");
+        assert_eq!(
+            node.metric("kcache_replication_errors_total").await,
+            0,
+            "{id}"
+        );
+    }
+}
+
+/// Turning authentication off is two rolling updates: the first's nodes keep their
+/// tokens (sending them to the strict nodes they replace) and admit tokenless
+/// callers, without `--peer-accepts-app-tokens`; the second's nodes have no tokens
+/// and call the first's with nothing.
+#[tokio::test]
+async fn while_authentication_is_turned_off_strict_and_open_nodes_each_reach_the_retiring_ones() {
+    let tokens = SecretDir::new(&[("token", "app-token\n")]);
+    let peer_tokens = SecretDir::new(&[("token", "peer-1\n")]);
+    let with_tokens = |anonymous| SecurityConfig {
+        peer_token_file: Some(peer_tokens.file("token")),
+        auth_accepts_anonymous: anonymous,
+        ..security(None, Some(&tokens.file("token")))
+    };
+    let cluster = Cluster {
+        views: watch::Sender::new(Arc::new(View::default())),
+    };
+    let strict = SecureNode::start("strict", with_tokens(false), Some((&cluster, 2))).await;
+    let retiring = SecureNode::start("retiring", with_tokens(true), Some((&cluster, 2))).await;
+    cluster.views.send_replace(Arc::new(View::new(vec![
+        strict.member("strict"),
+        retiring.member("retiring"),
+    ])));
+    let pair = [(&strict, "strict"), (&retiring, "retiring")];
+    write_and_check_both_hold(&strict, 0..100, pair, 100).await;
+    write_and_check_both_hold(&retiring, 100..200, pair, 200).await;
+    // The retiring node admits what the open ones will send: nothing.
+    sync_with(&retiring, None, None).await.unwrap();
+    let anonymous = client(&retiring, None, None).await;
+    assert_eq!(anonymous.get("key-1").await.unwrap().unwrap().value, "v");
+    let status = client(&strict, None, None)
+        .await
+        .get("key-1")
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Some(Code::Unauthenticated), "{status}");
+
+    // The second rollout: the strict node is gone (the first rollout replaced it),
+    // an open node joins the retiring one.
+    cluster
+        .views
+        .send_replace(Arc::new(View::new(vec![retiring.member("retiring")])));
+    strict.stop().await;
+    let open = SecureNode::start("open", security(None, None), Some((&cluster, 2))).await;
+    let passes = retiring
+        .metric("kcache_handoff_duration_seconds_count")
+        .await;
+    cluster.views.send_replace(Arc::new(View::new(vec![
+        retiring.member("retiring"),
+        open.member("open"),
+    ])));
+    // The retiring node hands the open one the 200 keys; then writes through either.
+    let pair = [(&retiring, "retiring"), (&open, "open")];
+    let handed = async {
+        while retiring
+            .metric("kcache_handoff_duration_seconds_count")
+            .await
+            <= passes
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), handed)
+        .await
+        .expect("a handoff pass");
+    write_and_check_both_hold(&open, 200..300, pair, 300).await;
+    write_and_check_both_hold(&retiring, 300..400, pair, 400).await;
+    assert!(retiring.metric("kcache_anonymous_requests_total").await >= 1);
+    cluster.views.send_replace(Arc::new(View::default()));
+    retiring.stop().await;
+    open.stop().await;
+}

@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kcache_crd::CacheCluster;
+use kcache_crd::{AuthSpec, CacheCluster};
 use kube::ResourceExt;
 use kube::core::DynamicObject;
 
@@ -58,9 +58,12 @@ pub struct Cluster<'a> {
     pub namespace: String,
     pub settings: NodeSettings,
     pub options: &'a BuildOptions,
-    /// With spec.auth: what nodes still admit besides their tokens while the
-    /// running ones may lack them (see [`peer_token::migration`]). The reconciler
-    /// sets it from the running StatefulSet; a new cluster never needs it.
+    /// The authentication the nodes run with: spec.auth, or, while spec.auth is being
+    /// turned off, the one the running nodes have (see [`peer_token::retiring`]).
+    pub auth: Option<AuthSpec>,
+    /// With `auth`: what nodes still admit besides their tokens while the running
+    /// ones may lack them (see [`peer_token::migration`]). The reconciler sets it
+    /// from the running StatefulSet; a new cluster never needs it.
     pub migration: peer_token::Migration,
 }
 
@@ -77,6 +80,7 @@ impl<'a> Cluster<'a> {
             namespace: resource.namespace().unwrap_or_else(|| "default".to_owned()),
             settings: NodeSettings::resolve(&resource.spec)?,
             options,
+            auth: resource.spec.auth.clone(),
             migration: peer_token::Migration::Done,
         })
     }

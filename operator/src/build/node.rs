@@ -103,7 +103,7 @@ pub fn args(cluster: &Cluster<'_>) -> Vec<String> {
             args.push(format!("--tls-client-ca-file={TLS_DIR}/ca.crt"));
         }
     }
-    if spec.auth.is_some() {
+    if cluster.auth.is_some() {
         args.push(format!("{}={AUTH_DIR}/token", peer_token::AUTH_FLAG));
         args.push(format!(
             "{}={PEER_AUTH_DIR}/{}",
@@ -144,7 +144,7 @@ pub fn volumes(cluster: &Cluster<'_>) -> Option<Vec<Volume>> {
     if let Some(tls) = &spec.tls {
         volumes.push(secret(TLS_VOLUME, &tls.secret_name, None));
     }
-    if let Some(auth) = &spec.auth {
+    if let Some(auth) = &cluster.auth {
         let item = KeyToPath {
             key: auth.key.clone(),
             path: "token".to_owned(),
@@ -169,7 +169,7 @@ fn mounts(cluster: &Cluster<'_>) -> Option<Vec<VolumeMount>> {
     if spec.tls.is_some() {
         mounts.push(mount(TLS_VOLUME, TLS_DIR));
     }
-    if spec.auth.is_some() {
+    if cluster.auth.is_some() {
         mounts.push(mount(AUTH_VOLUME, AUTH_DIR));
         mounts.push(mount(PEER_AUTH_VOLUME, PEER_AUTH_DIR));
     }

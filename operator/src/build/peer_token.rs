@@ -13,16 +13,24 @@
 //! rollout admitting callers that send no token at all (`--auth-accepts-anonymous`):
 //! the nodes it replaces have none, and replicate, hand off and forward to the new
 //! ones until they are gone.
+//!
+//! Turning spec.auth off goes the other way round: the nodes running now refuse
+//! callers without tokens, so the first rollout keeps the tokens (the new nodes send
+//! them to the old ones) and admits tokenless callers ([`Migration::Retiring`]); once
+//! it is complete, a second rollout drops authentication. The running StatefulSet
+//! names the Secret the first rollout keeps mounting ([`retiring`]), since the spec
+//! no longer does.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
+use kcache_crd::AuthSpec;
 
 use super::Cluster;
 use super::meta::owned_meta;
-use super::node::CONTAINER_NAME;
+use super::node::{AUTH_VOLUME, CONTAINER_NAME};
 
 /// The key of the token in the Secret.
 pub const KEY: &str = "token";
@@ -48,6 +56,10 @@ pub enum Migration {
     /// Callers that send no token at all ([`ANONYMOUS_FLAG`]): nodes that ran
     /// without spec.auth.
     Anonymous,
+    /// Spec.auth is off but the running nodes require tokens: the nodes keep theirs
+    /// (sending them to the running ones) and admit callers without any
+    /// ([`ANONYMOUS_FLAG`]): the nodes of the next rollout, which have none.
+    Retiring,
 }
 
 impl Migration {
@@ -57,6 +69,7 @@ impl Migration {
             Self::Done => &[],
             Self::AppTokens => &[MIGRATING_FLAG],
             Self::Anonymous => &[MIGRATING_FLAG, ANONYMOUS_FLAG],
+            Self::Retiring => &[ANONYMOUS_FLAG],
         }
     }
 }
@@ -93,17 +106,7 @@ pub fn migration(current: Option<&StatefulSet>) -> Migration {
     let Some(sts) = current else {
         return Migration::Done;
     };
-    let args: &[String] = sts
-        .spec
-        .as_ref()
-        .and_then(|spec| spec.template.spec.as_ref())
-        .and_then(|pod| pod.containers.iter().find(|c| c.name == CONTAINER_NAME))
-        .and_then(|c| c.args.as_deref())
-        .unwrap_or_default();
-    let has = |flag: &str| {
-        args.iter()
-            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
-    };
+    let has = |flag: &str| has_flag(sts, flag);
     if !has(FILE_FLAG) {
         return if has(AUTH_FLAG) {
             Migration::AppTokens
@@ -120,6 +123,70 @@ pub fn migration(current: Option<&StatefulSet>) -> Migration {
     } else {
         Migration::Done
     }
+}
+
+/// With spec.auth off: the authentication the nodes about to be rolled out keep (with
+/// [`Migration::Retiring`]), read from the running StatefulSet: the Secret its nodes
+/// mount, while some running node may still refuse callers without a token (its
+/// template requires tokens, or the rollout that began admitting tokenless callers
+/// is not complete). None once every node admits them, and for a cluster that never
+/// had spec.auth.
+pub fn retiring(current: Option<&StatefulSet>) -> Option<AuthSpec> {
+    let sts = current?;
+    if !has_flag(sts, AUTH_FLAG) || (has_flag(sts, ANONYMOUS_FLAG) && rolled_out(sts)) {
+        return None;
+    }
+    let mounted = || {
+        let volume = sts
+            .spec
+            .as_ref()?
+            .template
+            .spec
+            .as_ref()?
+            .volumes
+            .as_ref()?
+            .iter()
+            .find(|v| v.name == AUTH_VOLUME)?
+            .secret
+            .as_ref()?;
+        let key = volume
+            .items
+            .as_ref()?
+            .iter()
+            .find(|item| item.path == "token")?
+            .key
+            .clone();
+        Some(AuthSpec {
+            secret_name: volume.secret_name.clone()?,
+            key,
+        })
+    };
+    let auth = mounted();
+    if auth.is_none() {
+        tracing::warn!(
+            statefulset = sts.metadata.name.as_deref().unwrap_or_default(),
+            "the nodes run with tokens but their template mounts no `{AUTH_VOLUME}` Secret \
+             with a `token` item: turning spec.auth off in one rollout, so the running nodes \
+             refuse the new ones' calls until they are replaced"
+        );
+    }
+    auth
+}
+
+/// Whether the node container of `sts`'s template has `flag` (alone or `flag=value`).
+fn has_flag(sts: &StatefulSet, flag: &str) -> bool {
+    sts.spec
+        .as_ref()
+        .and_then(|spec| spec.template.spec.as_ref())
+        .and_then(|pod| pod.containers.iter().find(|c| c.name == CONTAINER_NAME))
+        .and_then(|c| c.args.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .any(|a| {
+            a == flag
+                || a.strip_prefix(flag)
+                    .is_some_and(|rest| rest.starts_with('='))
+        })
 }
 
 /// Whether every pod of `sts` runs its current template.
@@ -139,7 +206,9 @@ fn rolled_out(sts: &StatefulSet) -> bool {
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::apps::v1::{StatefulSetSpec, StatefulSetStatus};
-    use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+    use k8s_openapi::api::core::v1::{
+        Container, KeyToPath, PodSpec, PodTemplateSpec, SecretVolumeSource, Volume,
+    };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     use super::*;
@@ -248,6 +317,74 @@ mod tests {
             migration(Some(&sts(&flags, ("r2", "r2"), 3))),
             Migration::Done
         );
+    }
+
+    /// `sts` whose pods mount spec.auth's Secret `tokens` (key `app`).
+    fn mounting(args: &[&str], revisions: (&str, &str), updated: i32) -> StatefulSet {
+        let mut sts = sts(args, revisions, updated);
+        let pod = sts.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+        pod.volumes = Some(vec![Volume {
+            name: AUTH_VOLUME.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some("tokens".to_owned()),
+                items: Some(vec![KeyToPath {
+                    key: "app".to_owned(),
+                    path: "token".to_owned(),
+                    mode: None,
+                }]),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        }]);
+        sts
+    }
+
+    #[test]
+    fn turning_auth_off_keeps_the_running_secret_until_every_node_admits_tokenless_callers() {
+        let kept = Some(AuthSpec {
+            secret_name: "tokens".to_owned(),
+            key: "app".to_owned(),
+        });
+        // Strict nodes run: the next ones keep their Secret.
+        assert_eq!(
+            retiring(Some(&mounting(&[AUTH, FILE], ("r1", "r1"), 3))),
+            kept
+        );
+        // The rollout that admits tokenless callers is under way.
+        let flags = [AUTH, FILE, ANONYMOUS_FLAG];
+        assert_eq!(retiring(Some(&mounting(&flags, ("r1", "r2"), 1))), kept);
+        // Complete (or the cluster never had auth): nothing to keep.
+        assert_eq!(retiring(Some(&mounting(&flags, ("r2", "r2"), 3))), None);
+        assert_eq!(
+            retiring(Some(&sts(&["--max-memory=1GiB"], ("r1", "r1"), 3))),
+            None
+        );
+        assert_eq!(retiring(None), None);
+        // Off while turning it on was under way: the old nodes may be tokenless or
+        // admitting, the next ones keep tokens and admit.
+        let on = [AUTH, FILE, MIGRATING_FLAG, ANONYMOUS_FLAG];
+        assert_eq!(retiring(Some(&mounting(&on, ("r1", "r2"), 1))), kept);
+        // Nodes from before peer tokens.
+        assert_eq!(retiring(Some(&mounting(&[AUTH], ("r1", "r1"), 3))), kept);
+        // A flag that only begins like the auth flag is not it.
+        assert_eq!(
+            retiring(Some(&mounting(&["--auth-token-filex=/a"], ("r1", "r1"), 3))),
+            None
+        );
+    }
+
+    #[test]
+    fn turning_auth_on_again_while_it_is_being_turned_off_admits_until_complete() {
+        let retiring = [AUTH, FILE, ANONYMOUS_FLAG];
+        assert_eq!(
+            migration(Some(&sts(&retiring, ("r1", "r2"), 1))),
+            Migration::Anonymous
+        );
+        assert_eq!(
+            migration(Some(&sts(&retiring, ("r2", "r2"), 3))),
+            Migration::Done
+        );
+        assert_eq!(Migration::Retiring.flags(), [ANONYMOUS_FLAG]);
     }
 
     #[test]

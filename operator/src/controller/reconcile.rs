@@ -93,11 +93,18 @@ async fn apply_spec(cc: &CacheCluster, ctx: &Context) -> Result<Outcome, Error> 
         Ok(cluster) => cluster,
         Err(problems) => return blocked(cc, ctx, Blocker::InvalidSpec(problems)).await,
     };
-    if cc.spec.auth.is_some() {
-        create_peer_token(ctx, &cluster).await?;
-        let running =
-            get_opt::<StatefulSet>(&ctx.client, &cluster.namespace, &cluster.name).await?;
+    let running = get_opt::<StatefulSet>(&ctx.client, &cluster.namespace, &cluster.name).await?;
+    if cluster.auth.is_some() {
         cluster.migration = peer_token::migration(running.as_ref());
+    } else if let Some(auth) = peer_token::retiring(running.as_ref()) {
+        // Turning spec.auth off: the next nodes keep the running ones' Secret. (The
+        // operator cannot read Secrets, so one deleted first leaves these pods
+        // waiting for it: SECURITY.md says to delete it after the rollouts.)
+        cluster.auth = Some(auth);
+        cluster.migration = peer_token::Migration::Retiring;
+    }
+    if cluster.auth.is_some() {
+        create_peer_token(ctx, &cluster).await?;
     }
     match apply_all(ctx, &cluster).await {
         Ok(sts) => Ok(Outcome {
