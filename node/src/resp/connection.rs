@@ -11,10 +11,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use super::exec::{Flow, Session};
+use super::exec::{Flow, PROTOCOL, Session};
 use super::parse::next_command;
 use super::reply::Out;
 use super::{MAX_CONNECTIONS, Shared};
+use crate::metrics::LocalRequests;
 
 /// Read buffer to start with; grows to the largest command (a bulk's length is
 /// reserved at once when its header arrives).
@@ -22,6 +23,17 @@ const READ_BUFFER: usize = 16 * 1024;
 /// Replies held before they are written even though more commands are waiting: a
 /// pipeline of large MGETs must not build a reply of gigabytes.
 const FLUSH_AT: usize = 256 * 1024;
+
+/// Commands in a batch from which its replies wait for the other connections'
+/// batches before they are written (a yield to the runtime, which polls the
+/// sockets first). Each write to a client that sleeps wakes it, and on loopback the
+/// writer pays for that wake; writes that come in a burst find it awake, as Redis's
+/// do (it writes every client's replies once per event-loop turn). Measured with
+/// redis-benchmark -c 50 -P 16, the node on one core: CPU per GET 1.80 -> 1.16-1.26
+/// us, per SET 1.78 -> 1.33 us. A connection that sends one command at a time
+/// does not wait: there the yield cost more than it saved (GET -P 1: 166k -> 108k
+/// requests/s).
+const YIELD_AT: u64 = 2;
 
 pub(super) async fn run<S>(
     mut socket: S,
@@ -49,6 +61,11 @@ where
         .as_ref()
         .is_none_or(|auth| auth.admits_anonymous());
     let mut session = Session::new(id, peer, local, open);
+    // Counted per batch, not per command: both are figures every core writes.
+    let requests = shared.service.metrics().local_requests(PROTOCOL);
+    let mut commands = 0;
+    let stopped = stop.wait_for(|&s| s);
+    tokio::pin!(stopped);
     loop {
         loop {
             let command = match next_command(&mut input, &shared.config.limits) {
@@ -61,22 +78,30 @@ where
                         proto: session.proto,
                     };
                     out.error(&format!("ERR {err}"));
+                    count(shared, &requests, &mut commands);
                     socket.write_all(&output).await?;
                     return Ok(());
                 }
             };
-            shared.counters.commands.fetch_add(1, Ordering::Relaxed);
-            let flow = session.run(shared, command, &mut output).await;
+            commands += 1;
+            let flow = session.run(shared, &requests, command, &mut output).await;
             if flow == Flow::Close {
+                count(shared, &requests, &mut commands);
                 socket.write_all(&output).await?;
                 return Ok(());
             }
             if output.len() >= FLUSH_AT {
+                count(shared, &requests, &mut commands);
                 socket.write_all(&output).await?;
                 output.clear();
             }
         }
+        let batch = commands;
+        count(shared, &requests, &mut commands);
         if !output.is_empty() {
+            if batch >= YIELD_AT {
+                tokio::task::yield_now().await;
+            }
             socket.write_all(&output).await?;
             output.clear();
         }
@@ -85,12 +110,24 @@ where
         }
         let read = tokio::select! {
             read = socket.read_buf(&mut input) => read?,
-            _ = stop.wait_for(|&s| s) => return Ok(()),
+            _ = &mut stopped => return Ok(()),
         };
         if read == 0 {
             return Ok(());
         }
     }
+}
+
+/// Adds a batch's commands and requests to the node's figures, before its replies
+/// are written: a client that has its reply sees it counted.
+fn count(shared: &Shared, requests: &LocalRequests, commands: &mut u64) {
+    if *commands > 0 {
+        shared
+            .counters
+            .commands
+            .fetch_add(std::mem::take(commands), Ordering::Relaxed);
+    }
+    requests.flush();
 }
 
 /// Answers a connection over [`MAX_CONNECTIONS`] as Redis does, then closes it.

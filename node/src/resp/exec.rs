@@ -3,7 +3,7 @@
 //! Errors of the service (`tonic::Status`) become Redis error codes in [`status_error`].
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use kcache_client::proto::{
@@ -15,10 +15,11 @@ use tonic::{Code, Status};
 use super::commands::{self, COMMANDS, Spec};
 use super::reply::{Out, Proto};
 use super::{ClusterMode, Shared, cluster, info};
+use crate::metrics::LocalRequests;
 use crate::store::ScanCursor;
 
 /// The protocol label of the port's metrics.
-const PROTOCOL: &str = "redis";
+pub(super) const PROTOCOL: &str = "redis";
 /// How often a read-modify-write (SET … GET, GETDEL, SET … KEEPTTL) retries when the
 /// key changes between its read and its conditional write.
 const CAS_ATTEMPTS: usize = 16;
@@ -66,7 +67,13 @@ impl Session {
     }
 
     /// Runs `args` (the command name first) and appends its reply to `buf`.
-    pub async fn run(&mut self, shared: &Shared, args: Vec<Bytes>, buf: &mut BytesMut) -> Flow {
+    pub async fn run(
+        &mut self,
+        shared: &Shared,
+        requests: &LocalRequests,
+        args: Vec<Bytes>,
+        buf: &mut BytesMut,
+    ) -> Flow {
         let Some(spec) = commands::lookup(&args[0]) else {
             let mut out = Out {
                 buf,
@@ -95,6 +102,7 @@ impl Session {
         }
         let mut cx = Context {
             shared,
+            requests,
             out,
             args: &args,
         };
@@ -375,6 +383,7 @@ impl Session {
 /// A command being run: the shared state, its arguments and where its reply goes.
 struct Context<'a, 'b> {
     shared: &'a Shared,
+    requests: &'a LocalRequests,
     out: Out<'b>,
     args: &'a [Bytes],
 }
@@ -409,7 +418,11 @@ impl Context<'_, '_> {
         op: &'static str,
         f: impl Future<Output = Result<T, Status>>,
     ) -> Result<T, Status> {
-        self.shared.service.observed_by(PROTOCOL, op, f).await
+        let started = Instant::now();
+        let result = f.await;
+        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        self.requests.observe(op, code, started);
+        result
     }
 
     async fn read(&self, key: &Bytes) -> Result<GetResponse, Status> {

@@ -155,6 +155,11 @@ impl CacheService {
         result
     }
 
+    /// The instruments this service records into (a second protocol records too).
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The store this service serves from (a second protocol reads its figures).
     pub(crate) fn store(&self) -> &Arc<Store> {
         &self.store

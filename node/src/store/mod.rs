@@ -349,7 +349,11 @@ impl Store {
     /// (negative: the shard holds less).
     fn publish(&self, shard: &mut Shard) -> i64 {
         let charged = shard.charged();
-        let moved = if charged >= shard.published {
+        if charged == shard.published {
+            // A read: no write to the store-wide counter, which every core shares.
+            return 0;
+        }
+        let moved = if charged > shard.published {
             self.used
                 .fetch_add(charged - shard.published, Ordering::Relaxed);
             (charged - shard.published) as i64
