@@ -2,7 +2,8 @@
 # Server CPU per operation under redis-benchmark, for kcache-node binaries and Redis
 # side by side (each target in turn, ROUNDS rounds), pinned as bench/run.sh pins:
 # server on core 0, redis-benchmark on core 1; 50 connections, 100,000 keys of 100
-# bytes, GET (after a SET pass fills the keys) and SET, with -P 16 and without.
+# bytes, GET (after 200,000 random SETs, which leave about 86% of the keys set, so
+# about 14% of the GETs miss on every server) and SET, with -P 16 and without.
 #
 #   bench/redis-cpu.sh [target/release/kcache-node | /tmp/old/kcache-node | redis]...
 #
@@ -15,6 +16,7 @@ PORT=17379
 TCK=$(getconf CLK_TCK)
 [[ $# -gt 0 ]] || set -- target/release/kcache-node redis
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+redis-server --version
 for round in $(seq "$ROUNDS"); do
   for target in "$@"; do
     for pipeline in 16 1; do

@@ -53,10 +53,19 @@ thread_local! {
 }
 
 type OkInstruments = std::collections::HashMap<
-    (u64, usize, usize),
+    (u64, Label, Label),
     (IntCounter, prometheus::Histogram),
     foldhash::fast::RandomState,
 >;
+
+/// A static label string by address and length: two labels never share both (one
+/// string a prefix of another at the same address, e.g. "get" in "getdel", differs
+/// in length). One label at two addresses only finds the same instruments twice.
+type Label = (usize, usize);
+
+fn label(name: &'static str) -> Label {
+    (name.as_ptr() as usize, name.len())
+}
 
 /// Handoff passes take from milliseconds (nothing moves) to minutes (gigabytes move).
 const HANDOFF_BUCKETS: &[f64] = &[0.01, 0.05, 0.25, 1.0, 5.0, 15.0, 60.0, 300.0];
@@ -194,20 +203,10 @@ impl Metrics {
     ) {
         let seconds = started.elapsed().as_secs_f64();
         if code == tonic::Code::Ok {
-            OK_INSTRUMENTS.with_borrow_mut(|instruments| {
-                let (count, duration) = instruments
-                    .entry((self.id, protocol.as_ptr() as usize, op.as_ptr() as usize))
-                    .or_insert_with(|| {
-                        (
-                            self.requests
-                                .with_label_values(&[protocol, op, code_label(code)]),
-                            self.duration.with_label_values(&[protocol, op]),
-                        )
-                    });
+            return self.with_ok_instruments(protocol, op, |count, duration| {
                 count.inc();
                 duration.observe(seconds);
             });
-            return;
         }
         self.requests
             .with_label_values(&[protocol, op, code_label(code)])
@@ -217,11 +216,36 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// Runs `f` on the instruments of requests over `protocol` for `op` that
+    /// answered OK, found once per thread.
+    fn with_ok_instruments<T>(
+        &self,
+        protocol: &'static str,
+        op: &'static str,
+        f: impl FnOnce(&IntCounter, &prometheus::Histogram) -> T,
+    ) -> T {
+        OK_INSTRUMENTS.with_borrow_mut(|instruments| {
+            let (count, duration) = instruments
+                .entry((self.id, label(protocol), label(op)))
+                .or_insert_with(|| {
+                    (
+                        self.requests.with_label_values(&[
+                            protocol,
+                            op,
+                            code_label(tonic::Code::Ok),
+                        ]),
+                        self.duration.with_label_values(&[protocol, op]),
+                    )
+                });
+            f(count, duration)
+        })
+    }
+
     /// Counts for one connection that answers a pipeline of requests (the Redis
     /// port): see [`LocalRequests`].
-    pub fn local_requests(&self, protocol: &'static str) -> LocalRequests {
+    pub fn local_requests(&self, protocol: &'static str) -> LocalRequests<'_> {
         LocalRequests {
-            metrics: self.clone(),
+            metrics: self,
             protocol,
             ok: Mutex::new(Vec::new()),
         }
@@ -384,16 +408,16 @@ impl Collector for StoreCollector {
 /// that every core writes (the counter, the histogram's bucket, count, sum and
 /// shard); per batch of 16 commands that is a sixteenth of that. Other outcomes go
 /// to the shared instruments at once ([`Metrics::observe`]).
-pub struct LocalRequests {
-    metrics: Metrics,
+pub struct LocalRequests<'a> {
+    metrics: &'a Metrics,
     protocol: &'static str,
-    /// Per op (the address of its static name): the counter with code OK and the
-    /// duration histogram. A lock that only this connection takes (it is held
-    /// across no await), so that the futures holding it stay `Send`.
-    ok: Mutex<Vec<(usize, LocalIntCounter, LocalHistogram)>>,
+    /// Per op: the counter with code OK and the duration histogram. A lock that
+    /// only this connection takes (it is held across no await), so that the futures
+    /// holding it stay `Send`.
+    ok: Mutex<Vec<(Label, LocalIntCounter, LocalHistogram)>>,
 }
 
-impl std::fmt::Debug for LocalRequests {
+impl std::fmt::Debug for LocalRequests<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalRequests")
             .field("protocol", &self.protocol)
@@ -401,7 +425,7 @@ impl std::fmt::Debug for LocalRequests {
     }
 }
 
-impl LocalRequests {
+impl LocalRequests<'_> {
     /// Records one finished request.
     pub fn observe(&self, op: &'static str, code: tonic::Code, started: Instant) {
         if code != tonic::Code::Ok {
@@ -409,19 +433,14 @@ impl LocalRequests {
         }
         let seconds = started.elapsed().as_secs_f64();
         let mut ok = self.ok.lock();
-        let key = op.as_ptr() as usize;
+        let key = label(op);
         let index = match ok.iter().position(|(k, ..)| *k == key) {
             Some(index) => index,
             None => {
-                let labels = [self.protocol, op, code_label(code)];
-                ok.push((
-                    key,
-                    self.metrics.requests.with_label_values(&labels).local(),
+                let (count, duration) =
                     self.metrics
-                        .duration
-                        .with_label_values(&[self.protocol, op])
-                        .local(),
-                ));
+                        .with_ok_instruments(self.protocol, op, |c, d| (c.local(), d.local()));
+                ok.push((key, count, duration));
                 ok.len() - 1
             }
         };
@@ -439,7 +458,7 @@ impl LocalRequests {
     }
 }
 
-impl Drop for LocalRequests {
+impl Drop for LocalRequests<'_> {
     fn drop(&mut self) {
         self.flush();
     }

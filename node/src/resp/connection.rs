@@ -15,7 +15,6 @@ use super::exec::{Flow, PROTOCOL, Session};
 use super::parse::next_command;
 use super::reply::Out;
 use super::{MAX_CONNECTIONS, Shared};
-use crate::metrics::LocalRequests;
 
 /// Read buffer to start with; grows to the largest command (a bulk's length is
 /// reserved at once when its header arrives).
@@ -29,10 +28,10 @@ const FLUSH_AT: usize = 256 * 1024;
 /// sockets first). Each write to a client that sleeps wakes it, and on loopback the
 /// writer pays for that wake; writes that come in a burst find it awake, as Redis's
 /// do (it writes every client's replies once per event-loop turn). Measured with
-/// redis-benchmark -c 50 -P 16, the node on one core: CPU per GET 1.80 -> 1.16-1.26
-/// us, per SET 1.78 -> 1.33 us. A connection that sends one command at a time
-/// does not wait: there the yield cost more than it saved (GET -P 1: 166k -> 108k
-/// requests/s).
+/// redis-benchmark -c 50 -P 16, the node on one core (`bench/redis-cpu.sh`): CPU
+/// per GET 1.73/1.60 -> 1.11/1.04 us, per SET 1.87/1.84 -> 1.22/1.12 us. A
+/// connection that sends one command at a time does not wait: there the yield cost
+/// more than it saved (GET -P 1: 166k -> 108k requests/s).
 const YIELD_AT: u64 = 2;
 
 pub(super) async fn run<S>(
@@ -61,9 +60,10 @@ where
         .as_ref()
         .is_none_or(|auth| auth.admits_anonymous());
     let mut session = Session::new(id, peer, local, open);
-    // Counted per batch, not per command: both are figures every core writes.
+    // Request metrics are added per batch, not per command: figures every core
+    // writes. (The command count stays exact per command: INFO reports it.)
     let requests = shared.service.metrics().local_requests(PROTOCOL);
-    let mut commands = 0;
+    let mut batch = 0;
     let stopped = stop.wait_for(|&s| s);
     tokio::pin!(stopped);
     loop {
@@ -78,28 +78,28 @@ where
                         proto: session.proto,
                     };
                     out.error(&format!("ERR {err}"));
-                    count(shared, &requests, &mut commands);
+                    requests.flush();
                     socket.write_all(&output).await?;
                     return Ok(());
                 }
             };
-            commands += 1;
+            batch += 1;
+            shared.counters.commands.fetch_add(1, Ordering::Relaxed);
             let flow = session.run(shared, &requests, command, &mut output).await;
             if flow == Flow::Close {
-                count(shared, &requests, &mut commands);
+                requests.flush();
                 socket.write_all(&output).await?;
                 return Ok(());
             }
             if output.len() >= FLUSH_AT {
-                count(shared, &requests, &mut commands);
+                requests.flush();
                 socket.write_all(&output).await?;
                 output.clear();
             }
         }
-        let batch = commands;
-        count(shared, &requests, &mut commands);
+        requests.flush();
         if !output.is_empty() {
-            if batch >= YIELD_AT {
+            if std::mem::take(&mut batch) >= YIELD_AT {
                 tokio::task::yield_now().await;
             }
             socket.write_all(&output).await?;
@@ -116,18 +116,6 @@ where
             return Ok(());
         }
     }
-}
-
-/// Adds a batch's commands and requests to the node's figures, before its replies
-/// are written: a client that has its reply sees it counted.
-fn count(shared: &Shared, requests: &LocalRequests, commands: &mut u64) {
-    if *commands > 0 {
-        shared
-            .counters
-            .commands
-            .fetch_add(std::mem::take(commands), Ordering::Relaxed);
-    }
-    requests.flush();
 }
 
 /// Answers a connection over [`MAX_CONNECTIONS`] as Redis does, then closes it.

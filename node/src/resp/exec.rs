@@ -70,7 +70,7 @@ impl Session {
     pub async fn run(
         &mut self,
         shared: &Shared,
-        requests: &LocalRequests,
+        requests: &LocalRequests<'_>,
         args: Vec<Bytes>,
         buf: &mut BytesMut,
     ) -> Flow {
@@ -383,7 +383,7 @@ impl Session {
 /// A command being run: the shared state, its arguments and where its reply goes.
 struct Context<'a, 'b> {
     shared: &'a Shared,
-    requests: &'a LocalRequests,
+    requests: &'a LocalRequests<'a>,
     out: Out<'b>,
     args: &'a [Bytes],
 }
