@@ -432,16 +432,26 @@ impl Context<'_, '_> {
             .await
     }
 
+    /// A value this node holds is written into the reply from the store, uncopied.
     async fn get(&mut self) {
-        let key = self.args[1].clone();
-        let service = &self.shared.service;
-        match self
-            .observed("get", service.get(GetRequest { key }, false))
-            .await
-        {
-            Ok(reply) if reply.found => self.out.bulk(&reply.value),
-            Ok(_) => self.out.null(),
-            Err(status) => self.out.error(&status_error(&status)),
+        let Context {
+            shared,
+            requests,
+            out,
+            args,
+        } = self;
+        let started = Instant::now();
+        let result = shared
+            .service
+            .get_in_place(&args[1], |value| out.bulk(value))
+            .await;
+        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        requests.observe("get", code, started);
+        match result {
+            Ok(None) => {}
+            Ok(Some(reply)) if reply.found => out.bulk(&reply.value),
+            Ok(Some(_)) => out.null(),
+            Err(status) => out.error(&status_error(&status)),
         }
     }
 

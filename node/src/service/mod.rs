@@ -358,6 +358,33 @@ impl CacheService {
         }
     }
 
+    /// [`get`](Self::get) for a caller that writes the value out at once (the Redis
+    /// port): a value this node holds is handed to `found` where it lies, and the
+    /// answer is `None`; one found elsewhere (its owner, or its previous owner while a
+    /// handoff is on its way) or a miss comes back as the reply [`get`](Self::get)
+    /// would give.
+    pub(crate) async fn get_in_place(
+        &self,
+        key: &Bytes,
+        found: impl FnOnce(&[u8]),
+    ) -> Result<Option<GetResponse>, Status> {
+        match self.place(key, false) {
+            Some(p) if !p.local => {
+                let request = GetRequest { key: key.clone() };
+                let reply = self
+                    .forward("get", true, &p.owners, request, |mut c, r| {
+                        Box::pin(async move { c.get(r).await })
+                    })
+                    .await?;
+                Ok(Some(reply))
+            }
+            _ => match self.store.get_with(key, found).map_err(to_status)? {
+                Some(()) => Ok(None),
+                None => Ok(Some(self.read_through(key, GetResponse::default()).await)),
+            },
+        }
+    }
+
     /// A local miss while a handoff may still be on its way here is looked for at the
     /// key's previous and other owners, so a key that moved is not reported missing
     /// before it arrives; the newest copy found wins, unless a newer delete of the key

@@ -428,6 +428,23 @@ impl Store {
         Ok(entry)
     }
 
+    /// A read that hands a live entry's value to `f` under its shard's lock, so a
+    /// reply can be written from the value where it lies rather than from a copy
+    /// (the Redis port's GET). `f` must be quick: the shard waits for it.
+    pub fn get_with<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, StoreError> {
+        self.check_key(key)?;
+        let hash = self.hasher.hash(key);
+        let now = self.clock.monotonic_ms();
+        let mut shard = self.shards[self.shard_of(hash)].lock();
+        let found = shard.get_with(hash, key, now, f);
+        self.publish(&mut shard);
+        Ok(found)
+    }
+
     pub fn set(
         &self,
         key: &[u8],

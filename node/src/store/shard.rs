@@ -183,11 +183,33 @@ impl Shard {
 
     /// A read: counts a hit or a miss and copies the entry out.
     pub(crate) fn get(&mut self, hash: u64, key: &[u8], now: u64) -> Option<Entry> {
+        self.read(hash, key, now, |slot| slot.entry(now))
+    }
+
+    /// A read that hands the value to `f` where it lies, copying nothing out.
+    pub(crate) fn get_with<R>(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        now: u64,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Option<R> {
+        self.read(hash, key, now, |slot| f(slot.value()))
+    }
+
+    /// Counts a hit or a miss, and runs `f` on the live slot of a hit.
+    fn read<R>(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        now: u64,
+        f: impl FnOnce(&Slot) -> R,
+    ) -> Option<R> {
         self.record_access(hash);
         match self.find_live(hash, key, now) {
             Some(id) => {
                 self.counters.hits += 1;
-                Some(self.slot(id).entry(now))
+                Some(f(self.slot(id)))
             }
             None => {
                 self.counters.misses += 1;

@@ -559,6 +559,38 @@ fn peek_reads_without_counting() {
 }
 
 #[test]
+fn get_with_hands_over_live_values_only_and_counts_as_get_does() {
+    let (store, clock) = store();
+    store
+        .set(b"k", b"value", secs(10), Condition::Always)
+        .unwrap();
+    let mut seen = Vec::new();
+    let found = store.get_with(b"k", |value| seen.extend_from_slice(value));
+    assert_eq!((found.unwrap(), seen.as_slice()), (Some(()), &b"value"[..]));
+    assert_eq!(
+        store.get_with(b"missing", |_| unreachable!()).unwrap(),
+        None
+    );
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(store.get_with(b"k", |_| unreachable!()).unwrap(), None);
+    assert!(matches!(
+        store.get_with(b"", |_| ()),
+        Err(StoreError::EmptyKey { .. })
+    ));
+    let stats = store.stats();
+    assert_eq!(
+        (
+            stats.hits,
+            stats.misses,
+            stats.expirations,
+            stats.items,
+            stats.bytes
+        ),
+        (1, 2, 1, 0, 0)
+    );
+}
+
+#[test]
 fn a_scan_sees_every_entry_that_stays_while_compaction_moves_slots_under_it() {
     // As a handoff's move-unowned pass does: nine in ten scanned entries leave, the
     // sweep compacts the emptied shards, and the scan goes on.
