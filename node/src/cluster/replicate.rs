@@ -200,7 +200,12 @@ async fn send(
                 true
             }
             Err(status) => {
-                tracing::debug!(%status, entries = batch.len(), "replication failed");
+                // Refused credentials are a configuration to fix, not a passing fault.
+                if status.code() == tonic::Code::Unauthenticated {
+                    tracing::warn!(%status, entries = batch.len(), %address, "replication refused");
+                } else {
+                    tracing::debug!(%status, entries = batch.len(), "replication failed");
+                }
                 metrics.replication_error();
                 suspects.failed(&address);
                 if kcache_client::timed_out(&status) {

@@ -98,8 +98,10 @@ where
             }
         }
         requests.flush();
+        // Counted from the read on, whether or not a FLUSH_AT write emptied `output`.
+        let burst = std::mem::take(&mut batch) >= YIELD_AT;
         if !output.is_empty() {
-            if std::mem::take(&mut batch) >= YIELD_AT {
+            if burst {
                 tokio::task::yield_now().await;
             }
             socket.write_all(&output).await?;
