@@ -29,8 +29,9 @@ use crate::store::{MIN_BUDGET_SHARE, Store};
 /// microseconds.
 pub const INTERVAL: Duration = Duration::from_millis(10);
 /// Bytes of budget taken per byte of resident memory over the allowance while
-/// resident memory is still rising (it rose by [`RISE`] within a [`WINDOW`] in the
-/// last [`RECENT`]) and writes are evicting entries (in the last [`RECENT`]).
+/// resident memory is still rising beyond what the store's charges explain
+/// ([`Rising`], in the last [`RECENT`]) and writes are evicting entries (in the
+/// last [`RECENT`]).
 /// Evicting what the excess is worth is not enough then: small entries freed at
 /// random leave holes that large values cannot use until most of their neighbours
 /// are gone too, so the heap goes on growing; taking several times the excess gets
@@ -42,6 +43,37 @@ const STRONG_GAIN: u64 = 8;
 /// Growth that counts as rising, within [`WINDOW`] readings.
 const RISE: u64 = 512 << 10;
 const WINDOW: usize = 10;
+
+/// Whether resident memory is rising for reasons the store's charges do not show:
+/// by [`RISE`] within the last [`WINDOW`] readings, and by as much beyond what the
+/// store's charged bytes grew meanwhile. A store still filling grows resident memory
+/// with its charges (one filling for the first time reaches its limit while resident
+/// memory is still rising, and cutting the budget several-fold there threw away a
+/// fifth of a fresh cache); holes that new values cannot use grow it while the charges
+/// stay level; a budget cut lowers the charges while resident memory stays.
+#[derive(Debug, Default)]
+struct Rising {
+    /// (resident, resident less charged) of the last [`WINDOW`] readings.
+    readings: std::collections::VecDeque<(u64, u64)>,
+}
+
+impl Rising {
+    fn observe(&mut self, resident: u64, charged: u64) -> bool {
+        if self.readings.len() == WINDOW {
+            self.readings.pop_front();
+        }
+        let unexplained = resident.saturating_sub(charged);
+        self.readings.push_back((resident, unexplained));
+        let lowest = self.readings.iter().map(|r| r.0).min().unwrap_or(resident);
+        let lowest_unexplained = self
+            .readings
+            .iter()
+            .map(|r| r.1)
+            .min()
+            .unwrap_or(unexplained);
+        resident - lowest >= RISE && unexplained - lowest_unexplained >= RISE
+    }
+}
 /// How long a rise or a write's eviction counts: long enough to span a budget
 /// raised after a trim, which writes fill before the heap grows again.
 const RECENT: Duration = Duration::from_secs(1);
@@ -123,7 +155,7 @@ pub async fn guard(store: Arc<Store>, mut stop: watch::Receiver<bool>) {
     );
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut recent = std::collections::VecDeque::with_capacity(WINDOW);
+    let mut rising = Rising::default();
     let mut last_rise: Option<Instant> = None;
     let mut evictions = store.write_evictions();
     let mut last_eviction: Option<Instant> = None;
@@ -145,12 +177,7 @@ pub async fn guard(store: Arc<Store>, mut stop: watch::Receiver<bool>) {
             continue;
         };
         failed = 0;
-        if recent.len() == WINDOW {
-            recent.pop_front();
-        }
-        recent.push_back(resident);
-        let lowest = recent.iter().copied().min().unwrap_or(resident);
-        if resident > allowance.resident() && resident - lowest >= RISE {
+        if rising.observe(resident, store.used()) && resident > allowance.resident() {
             last_rise = Some(Instant::now());
         }
         let evicted = store.write_evictions();
@@ -240,6 +267,36 @@ fn trim_allocator() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    /// Feeds (resident, charged) readings in MiB; answers the last reading's verdict.
+    fn rising(readings: &[(u64, u64)]) -> bool {
+        let mut rising = Rising::default();
+        readings
+            .iter()
+            .map(|&(resident, charged)| rising.observe(resident * MIB, charged * MIB))
+            .last()
+            .unwrap()
+    }
+
+    #[test]
+    fn only_a_rise_the_charges_do_not_explain_counts_as_rising() {
+        // A store filling: resident memory and charges grow together.
+        assert!(!rising(&[(100, 60), (101, 61), (102, 62), (103, 63)]));
+        // Holes: resident memory grows while the charges stay level at the budget.
+        assert!(rising(&[(100, 64), (101, 64), (102, 64)]));
+        // Holes while the store still grows a little: the rest is unexplained.
+        assert!(rising(&[(100, 60), (102, 61)]));
+        // A budget cut: the charges fall, resident memory stays.
+        assert!(!rising(&[(100, 64), (100, 56), (100, 48)]));
+        // Level.
+        assert!(!rising(&[(100, 64), (100, 64)]));
+        // A rise older than the window is forgotten.
+        let mut readings = vec![(90, 64)];
+        readings.extend(std::iter::repeat_n((100, 64), WINDOW));
+        assert!(!rising(&readings));
+    }
 
     #[test]
     fn the_budget_falls_by_the_excess_or_eight_times_it_while_rising_under_writes() {
