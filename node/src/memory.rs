@@ -48,13 +48,15 @@ const WINDOW: usize = 10;
 /// by [`RISE`] within the last [`WINDOW`] readings, and by as much beyond what the
 /// store's charged bytes grew meanwhile. A store still filling grows resident memory
 /// with its charges (one filling for the first time reaches its limit while resident
-/// memory is still rising, and cutting the budget several-fold there threw away a
-/// fifth of a fresh cache); holes that new values cannot use grow it while the charges
-/// stay level; a budget cut lowers the charges while resident memory stays.
+/// memory is still rising, and cutting the budget several-fold there threw away up
+/// to two fifths of a fresh cache); holes that new values cannot use grow it while the
+/// charges stay level; a budget cut lowers the charges while resident memory stays.
 #[derive(Debug, Default)]
 struct Rising {
-    /// (resident, resident less charged) of the last [`WINDOW`] readings.
-    readings: std::collections::VecDeque<(u64, u64)>,
+    /// (resident, resident less charged) of the last [`WINDOW`] readings. The
+    /// difference is signed: charges can exceed what a full store keeps resident
+    /// (a large limit over a small base), and a rise must count from below zero too.
+    readings: std::collections::VecDeque<(u64, i64)>,
 }
 
 impl Rising {
@@ -62,7 +64,7 @@ impl Rising {
         if self.readings.len() == WINDOW {
             self.readings.pop_front();
         }
-        let unexplained = resident.saturating_sub(charged);
+        let unexplained = resident as i64 - charged as i64;
         self.readings.push_back((resident, unexplained));
         let lowest = self.readings.iter().map(|r| r.0).min().unwrap_or(resident);
         let lowest_unexplained = self
@@ -71,7 +73,7 @@ impl Rising {
             .map(|r| r.1)
             .min()
             .unwrap_or(unexplained);
-        resident - lowest >= RISE && unexplained - lowest_unexplained >= RISE
+        resident - lowest >= RISE && unexplained - lowest_unexplained >= RISE as i64
     }
 }
 /// How long a rise or a write's eviction counts: long enough to span a budget
@@ -292,6 +294,9 @@ mod tests {
         assert!(!rising(&[(100, 64), (100, 56), (100, 48)]));
         // Level.
         assert!(!rising(&[(100, 64), (100, 64)]));
+        // Charges above resident memory (a full store over a small base): the rise
+        // counts from below zero.
+        assert!(rising(&[(100, 102), (101, 102), (102, 102)]));
         // A rise older than the window is forgotten.
         let mut readings = vec![(90, 64)];
         readings.extend(std::iter::repeat_n((100, 64), WINDOW));

@@ -340,7 +340,7 @@ impl StoreCollector {
             limit: gauge("memory_limit_bytes", "The memory limit (--max-memory)."),
             budget: gauge(
                 "memory_budget_bytes",
-                "What the store may hold now: the memory limit, lowered (to half of it at most) while resident memory is over its allowance: by the excess, by 8x the excess while resident memory rises and writes evict.",
+                "What the store may hold now: the memory limit, lowered (to half of it at most) while resident memory is over its allowance: by the excess, by 8x the excess while resident memory rises beyond what the store's charges grew and writes evict.",
             ),
         }
     }
