@@ -412,17 +412,26 @@ impl Expiry {
     }
 }
 
+/// Runs one request and records its outcome and duration in `requests`.
+async fn observed<T>(
+    requests: &LocalRequests<'_>,
+    op: &'static str,
+    f: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    let started = Instant::now();
+    let result = f.await;
+    let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+    requests.observe(op, code, started);
+    result
+}
+
 impl Context<'_, '_> {
     async fn observed<T>(
         &self,
         op: &'static str,
         f: impl Future<Output = Result<T, Status>>,
     ) -> Result<T, Status> {
-        let started = Instant::now();
-        let result = f.await;
-        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
-        self.requests.observe(op, code, started);
-        result
+        observed(self.requests, op, f).await
     }
 
     async fn read(&self, key: &Bytes) -> Result<GetResponse, Status> {
@@ -440,14 +449,14 @@ impl Context<'_, '_> {
             out,
             args,
         } = self;
-        let started = Instant::now();
-        let result = shared
-            .service
-            .get_in_place(&args[1], |value| out.bulk(value))
-            .await;
-        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
-        requests.observe("get", code, started);
-        match result {
+        let found = |value: &[u8]| out.bulk(value);
+        match observed(
+            requests,
+            "get",
+            shared.service.get_in_place(&args[1], found),
+        )
+        .await
+        {
             Ok(None) => {}
             Ok(Some(reply)) if reply.found => out.bulk(&reply.value),
             Ok(Some(_)) => out.null(),

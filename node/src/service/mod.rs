@@ -345,12 +345,7 @@ impl CacheService {
         forwarded: bool,
     ) -> Result<GetResponse, Status> {
         match self.place(&req.key, forwarded) {
-            Some(p) if !p.local => {
-                self.forward("get", true, &p.owners, req, |mut c, r| {
-                    Box::pin(async move { c.get(r).await })
-                })
-                .await
-            }
+            Some(p) if !p.local => self.forward_get(req, &p).await,
             _ => {
                 let found = get_response(self.store.get(&req.key).map_err(to_status)?);
                 Ok(self.read_through(&req.key, found).await)
@@ -371,18 +366,21 @@ impl CacheService {
         match self.place(key, false) {
             Some(p) if !p.local => {
                 let request = GetRequest { key: key.clone() };
-                let reply = self
-                    .forward("get", true, &p.owners, request, |mut c, r| {
-                        Box::pin(async move { c.get(r).await })
-                    })
-                    .await?;
-                Ok(Some(reply))
+                self.forward_get(request, &p).await.map(Some)
             }
             _ => match self.store.get_with(key, found).map_err(to_status)? {
                 Some(()) => Ok(None),
                 None => Ok(Some(self.read_through(key, GetResponse::default()).await)),
             },
         }
+    }
+
+    /// A read sent on to the key's owners.
+    async fn forward_get(&self, req: GetRequest, p: &Placement) -> Result<GetResponse, Status> {
+        self.forward("get", true, &p.owners, req, |mut c, r| {
+            Box::pin(async move { c.get(r).await })
+        })
+        .await
     }
 
     /// A local miss while a handoff may still be on its way here is looked for at the

@@ -419,13 +419,7 @@ impl Store {
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Entry>, StoreError> {
-        self.check_key(key)?;
-        let hash = self.hasher.hash(key);
-        let now = self.clock.monotonic_ms();
-        let mut shard = self.shards[self.shard_of(hash)].lock();
-        let entry = shard.get(hash, key, now);
-        self.publish(&mut shard);
-        Ok(entry)
+        self.read(key, |shard, hash, now| shard.get(hash, key, now))
     }
 
     /// A read that hands a live entry's value to `f` under its shard's lock, so a
@@ -436,13 +430,22 @@ impl Store {
         key: &[u8],
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<Option<R>, StoreError> {
+        self.read(key, |shard, hash, now| shard.get_with(hash, key, now, f))
+    }
+
+    /// Runs a counted read of `key` on its shard, under the shard's lock.
+    fn read<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(&mut Shard, u64, u64) -> R,
+    ) -> Result<R, StoreError> {
         self.check_key(key)?;
         let hash = self.hasher.hash(key);
         let now = self.clock.monotonic_ms();
         let mut shard = self.shards[self.shard_of(hash)].lock();
-        let found = shard.get_with(hash, key, now, f);
+        let read = f(&mut shard, hash, now);
         self.publish(&mut shard);
-        Ok(found)
+        Ok(read)
     }
 
     pub fn set(
